@@ -1,0 +1,56 @@
+"""Image transforms that never contradict a caption.
+
+Captions name colours and left/right relations, so the defaults use no hue
+jitter and no horizontal flip; crops keep most of the image so no object
+named in a caption is cut away.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torchvision.transforms import v2
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Training augmentation.
+
+    Args:
+        crop_scale: area range of the random resized crop (1.0, 1.0 disables it).
+        horizontal_flip: only for data whose captions have no left/right words.
+        brightness_contrast: jitter strength for brightness and contrast (never hue).
+    """
+
+    crop_scale: tuple[float, float] = (0.8, 1.0)
+    horizontal_flip: bool = False
+    brightness_contrast: float = 0.2
+
+
+def train_transform(
+    size: int, augment: Augment, mean: tuple[float, ...], std: tuple[float, ...]
+) -> v2.Compose:
+    steps: list = [v2.ToImage(), v2.RandomResizedCrop(size, scale=augment.crop_scale, ratio=(0.9, 1.1), antialias=True)]
+    if augment.horizontal_flip:
+        steps.append(v2.RandomHorizontalFlip())
+    if augment.brightness_contrast > 0:
+        steps.append(
+            v2.ColorJitter(brightness=augment.brightness_contrast, contrast=augment.brightness_contrast)
+        )
+    return v2.Compose([*steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+
+
+def eval_transform(size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> v2.Compose:
+    return v2.Compose(
+        [
+            v2.ToImage(),
+            v2.Resize(size, antialias=True),
+            v2.CenterCrop(size),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean, std),
+        ]
+    )

@@ -1,0 +1,53 @@
+"""``vlp fit|validate|test|predict`` (LightningCLI) and ``vlp data`` (write the embedded data)."""
+
+from __future__ import annotations
+
+import sys
+
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from vlp.datamodules.datamodule import VLPDataModule
+from vlp.module import VLPModule
+
+TRAINER_DEFAULTS = {
+    "logger": {
+        "class_path": "lightning.pytorch.loggers.CSVLogger",
+        "init_args": {"save_dir": "runs"},
+    },
+}
+
+
+class VLPCLI(LightningCLI):
+    """LightningCLI with the model's tokenizer handed to the data module."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("model.tokenize", "data.tokenize", apply_on="instantiate")
+
+    def before_fit(self) -> None:
+        self.datamodule.check_needs(self.model.batch_needs)
+
+
+def run_cli(args: list[str] | None = None, run: bool = True) -> VLPCLI:
+    return VLPCLI(
+        VLPModule,
+        VLPDataModule,
+        trainer_defaults=TRAINER_DEFAULTS,
+        seed_everything_default=0,
+        parser_kwargs={"parser_mode": "omegaconf"},
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        run=run,
+    )
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "data":
+        from vlp.data_command import main as data_main
+
+        data_main(sys.argv[2:])
+        return
+    run_cli()
+
+
+if __name__ == "__main__":
+    main()

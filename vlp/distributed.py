@@ -1,0 +1,60 @@
+"""Collectives that objectives and evaluation share.
+
+Gathers accept a different batch size on every rank (a skipped corrupt sample
+makes one rank's batch smaller), by padding to the largest and trimming.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
+from torch import Tensor
+
+
+def world() -> tuple[int, int]:
+    """``(rank, world_size)``; ``(0, 1)`` outside a process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _sizes(x: Tensor, world_size: int) -> list[int]:
+    size = torch.tensor([x.shape[0]], device=x.device)
+    sizes = [torch.zeros_like(size) for _ in range(world_size)]
+    dist.all_gather(sizes, size)
+    return [int(s) for s in sizes]
+
+
+def _pad(x: Tensor, length: int) -> Tensor:
+    if x.shape[0] == length:
+        return x
+    return torch.cat([x, x.new_zeros((length - x.shape[0], *x.shape[1:]))])
+
+
+def gather_with_grad(x: Tensor) -> tuple[Tensor, int]:
+    """All ranks' rows concatenated in rank order, and where this rank's rows start.
+
+    The backward pass sums every rank's gradient into the owner of each row, so
+    a loss over local rows × all columns gives exactly the gradients of the
+    global-batch loss once DDP averages them (the open_clip
+    ``local_loss + gather_with_grad`` mode, ``shared/specs/frameworks.md`` §2).
+    """
+    rank, world_size = world()
+    if world_size == 1:
+        return x, 0
+    sizes = _sizes(x, world_size)
+    parts = dist_fn.all_gather(_pad(x, max(sizes)))
+    return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)]), sum(sizes[:rank])
+
+
+@torch.no_grad()
+def gather_no_grad(x: Tensor) -> Tensor:
+    """All ranks' rows concatenated in rank order, outside autograd (queues, metrics)."""
+    _, world_size = world()
+    if world_size == 1:
+        return x
+    sizes = _sizes(x, world_size)
+    parts = [torch.empty_like(_pad(x, max(sizes))) for _ in range(world_size)]
+    dist.all_gather(parts, _pad(x, max(sizes)).contiguous())
+    return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)])

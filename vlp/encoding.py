@@ -1,0 +1,28 @@
+"""The one output type every encoder returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+
+@dataclass
+class Encoding:
+    """What an encoder produced for a batch.
+
+    ``tokens`` are the local features objectives align (image patches or text
+    tokens); ``pooled`` is the global summary ([CLS] or the pooled image).
+    """
+
+    pooled: Tensor  # [B, D]
+    tokens: Tensor  # [B, N, D]
+    mask: Tensor | None = None  # [B, N], 1 for real tokens; None when all are real
+    hidden_states: tuple[Tensor, ...] = ()  # per-layer outputs, first block first
+
+    @property
+    def token_mask(self) -> Tensor:
+        """``mask`` with the all-real case made explicit."""
+        if self.mask is not None:
+            return self.mask
+        return self.tokens.new_ones(self.tokens.shape[:2], dtype=self.tokens.dtype).long()

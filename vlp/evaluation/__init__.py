@@ -1,0 +1,1 @@
+"""Evaluation metrics shared by every objective: retrieval, zero-shot classification."""

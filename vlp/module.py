@@ -1,0 +1,175 @@
+"""The one LightningModule: shared encoders, configured objectives, weighted sum."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import OptimizerCallable
+from torch import Tensor, nn
+from torch.optim import AdamW
+from torch.optim.lr_scheduler import LambdaLR
+
+from vlp.datamodules.records import SKIP_REASONS
+from vlp.encoders import Encoders, FusionConfig, TextEncoder, VisionEncoder
+from vlp.encoders.text import Tokenize
+from vlp.evaluation.evaluator import Evaluator
+from vlp.objectives.base import Objective, weighted_total
+from vlp.optim import decay_groups, warmup_cosine
+from vlp.step import Step
+from vlp.teachers import EMATeacher
+
+
+def default_optimizer(params: Any) -> torch.optim.Optimizer:
+    return AdamW(params, lr=1e-4, weight_decay=0.02)  # ALBEF/TCL pretraining
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Per-step LR schedule: linear warm-up then cosine decay to ``min_lr_ratio`` × lr."""
+
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.1
+
+
+class VLPModule(LightningModule):
+    """Encode once, hand the step to every objective, sum their weighted losses.
+
+    Args:
+        vision_encoder: the image tower (any timm model).
+        text_encoder: the text tower (any Hugging Face encoder) and its tokenizer.
+        objectives: the pretraining objectives, each with its own weight.
+        fusion: sizes of the text-attends-to-image encoder; only objectives
+            that fuse (ITM, MLM) need it.
+        optimizer: built from the parameter groups (no decay on vectors).
+        schedule: the learning-rate schedule.
+    """
+
+    def __init__(
+        self,
+        vision_encoder: VisionEncoder,
+        text_encoder: TextEncoder,
+        objectives: list[Objective],
+        fusion: FusionConfig | None = None,
+        optimizer: OptimizerCallable = default_optimizer,
+        schedule: Schedule = Schedule(),
+    ) -> None:
+        super().__init__()
+        if not objectives:
+            raise ValueError("model.objectives is empty: configure at least one objective")
+        self.encoders = Encoders(vision_encoder, text_encoder, fusion)
+        self.objectives = nn.ModuleList(objectives)
+        for objective in objectives:
+            objective.bind(self.encoders)
+        self.objective_names = _unique_names([o.name for o in objectives])
+        specs = {spec.key: spec for o in objectives for spec in o.teacher_specs()}
+        self.teachers = nn.ModuleDict(
+            {key: EMATeacher(self._online(spec.source), spec.schedule) for key, spec in specs.items()}
+        )
+        self._teacher_sources = {key: spec.source for key, spec in specs.items()}
+        self.optimizer_factory = optimizer
+        self.schedule = schedule
+        self.evaluator = Evaluator(self)
+
+    @property
+    def tokenize(self) -> Tokenize:
+        """How captions become ids for this model; the data module is linked to it."""
+        return self.encoders.text.tokenize
+
+    @property
+    def batch_needs(self) -> frozenset[str]:
+        """Union of what the objectives read; the data module builds only these fields."""
+        return frozenset().union(*(o.needs for o in self.objectives))
+
+    def _online(self, source: str) -> nn.Module:
+        module = getattr(self.encoders, source, None)
+        if not isinstance(module, nn.Module):
+            raise ValueError(f"teacher source {source!r} is not an encoder (vision, text, fusion)")
+        return module
+
+    def step(self, batch: dict[str, Any]) -> Step:
+        return Step(batch, self.encoders, self.teachers)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        step = self.step(batch)
+        total: Tensor | None = None
+        batch_size = batch["images"].shape[0]
+        for name, objective in zip(self.objective_names, self.objectives, strict=True):
+            terms = objective(step)
+            loss = weighted_total(terms, objective.weight)
+            total = loss if total is None else total + loss
+            for term, value in terms.items():
+                self.log(f"train/{name}/{term}", value.detach(), batch_size=batch_size)
+        self.log("train/loss", total.detach(), prog_bar=True, batch_size=batch_size)
+        self._log_skipped(batch.get("skipped", Counter()))
+        return total
+
+    def _log_skipped(self, skipped: Counter) -> None:
+        """Bad samples dropped by the data pipeline, summed over the epoch and all ranks."""
+        for reason in SKIP_REASONS:
+            count = torch.tensor(float(skipped.get(reason, 0)), device=self.device)
+            self.log(
+                f"data/skipped_{reason}",
+                count,
+                on_step=False,
+                on_epoch=True,
+                reduce_fx="sum",
+                sync_dist=True,
+                batch_size=1,
+            )
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """Teachers move once per optimizer step, after it, from the updated online weights."""
+        super().optimizer_step(*args, **kwargs)
+        for key, teacher in self.teachers.items():
+            teacher.update(self._online(self._teacher_sources[key]))
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.evaluator.add(batch)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.evaluator.add(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_evaluation("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_evaluation("test")
+
+    def _log_evaluation(self, split: str) -> None:
+        for name, value in self.evaluator.compute(self._datamodule_attr("class_names"),
+                                                  self._datamodule_attr("prompt_templates")).items():
+            self.log(f"{split}/{name}", value, sync_dist=False, rank_zero_only=False)
+
+    def _datamodule_attr(self, name: str) -> Any:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        return getattr(datamodule, name, None)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
+        return self.evaluator.embed(batch)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.optimizer_factory(decay_groups(self.named_parameters()))
+        factor = warmup_cosine(
+            self.schedule.warmup_steps,
+            int(self.trainer.estimated_stepping_batches),
+            self.schedule.min_lr_ratio,
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": LambdaLR(optimizer, factor), "interval": "step"},
+        }
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    """Logging prefixes: ``itc``, or ``itc_0``/``itc_1`` when an objective appears twice."""
+    counts = Counter(names)
+    seen: Counter = Counter()
+    unique = []
+    for name in names:
+        unique.append(f"{name}_{seen[name]}" if counts[name] > 1 else name)
+        seen[name] += 1
+    return unique
