@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, Sampler
 
 from vlp.datamodules.collate import Collate
 from vlp.datamodules.samples import as_samples
@@ -41,6 +41,8 @@ class VLPDataModule(LightningDataModule):
         num_workers: data loader processes per rank.
         image_size: side of the square images the model sees.
         augment: training augmentation.
+        shuffle: shuffle map-style training data each epoch.
+        seed: the shuffling seed (the same on every rank, so ranks split one permutation).
         mean, std: image normalisation (CLIP's by default).
         tokenize: linked from the model by the CLI, so captions are tokenized
             the way the text encoder expects.
@@ -57,6 +59,8 @@ class VLPDataModule(LightningDataModule):
         num_workers: int = 2,
         image_size: int = 64,
         augment: Augment = Augment(),
+        shuffle: bool = True,
+        seed: int = 0,
         mean: tuple[float, float, float] = CLIP_MEAN,
         std: tuple[float, float, float] = CLIP_STD,
         tokenize: Callable[[list[str]], dict[str, Tensor]] | None = None,
@@ -66,6 +70,8 @@ class VLPDataModule(LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
+        self.shuffle = shuffle
+        self.seed = seed
         self.train_transform = train_transform(image_size, augment, mean, std)
         self.eval_transform = eval_transform(image_size, mean, std)
         self.tokenize = tokenize
@@ -90,7 +96,9 @@ class VLPDataModule(LightningDataModule):
         """Fail at start-up, not mid-epoch, when an objective needs a field we cannot build."""
         missing = needs - PROVIDES
         if missing:
-            raise ValueError(f"objectives need batch fields {sorted(missing)}; data provides {sorted(PROVIDES)}")
+            raise ValueError(
+                f"objectives need batch fields {sorted(missing)}; data provides {sorted(PROVIDES)}"
+            )
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         source = self.sources[split]
@@ -101,27 +109,37 @@ class VLPDataModule(LightningDataModule):
         transform = self.train_transform if train else self.eval_transform
         dataset = as_samples(source, transform, all_captions=not train)
         streaming = isinstance(dataset, IterableDataset)
-        sampler = None
-        if not train and not streaming and self.trainer is not None and self.trainer.world_size > 1:
-            sampler = EvalShardSampler(
-                dataset, self.trainer.world_size, self.trainer.global_rank, shuffle=False
-            )
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train and not streaming,
-            sampler=sampler,
+            sampler=None if streaming else self._sampler(dataset, train),
             drop_last=train,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             collate_fn=Collate(self.tokenize),
         )
 
+    def _sampler(self, dataset: Dataset, train: bool) -> Sampler:
+        """Our own samplers, so Lightning does not substitute its own.
+
+        Training: one seeded permutation split across ranks. Evaluation: every
+        item exactly once over all ranks.
+        """
+        rank, world_size = (
+            (0, 1) if self.trainer is None else (self.trainer.global_rank, self.trainer.world_size)
+        )
+        if not train:
+            return EvalShardSampler(dataset, world_size, rank, shuffle=False)
+        return DistributedSampler(
+            dataset, world_size, rank, shuffle=self.shuffle, seed=self.seed, drop_last=True
+        )
+
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", train=False)
+    def val_dataloader(self) -> DataLoader | list:
+        """No validation source means no validation loop (Lightning skips an empty list)."""
+        return [] if self.sources["val"] is None else self._loader("val", train=False)
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", train=False)

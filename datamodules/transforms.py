@@ -21,12 +21,12 @@ class Augment:
     """Training augmentation.
 
     Args:
-        crop_scale: area range of the random resized crop (1.0, 1.0 disables it).
+        crop_scale: area range of the random resized crop; None resizes only.
         horizontal_flip: only for data whose captions have no left/right words.
         brightness_contrast: jitter strength for brightness and contrast (never hue).
     """
 
-    crop_scale: tuple[float, float] = (0.8, 1.0)
+    crop_scale: tuple[float, float] | None = (0.8, 1.0)
     horizontal_flip: bool = False
     brightness_contrast: float = 0.2
 
@@ -34,12 +34,20 @@ class Augment:
 def train_transform(
     size: int, augment: Augment, mean: tuple[float, ...], std: tuple[float, ...]
 ) -> v2.Compose:
-    steps: list = [v2.ToImage(), v2.RandomResizedCrop(size, scale=augment.crop_scale, ratio=(0.9, 1.1), antialias=True)]
+    steps: list = [v2.ToImage()]
+    if augment.crop_scale is None:
+        steps += [v2.Resize(size, antialias=True), v2.CenterCrop(size)]
+    else:
+        steps.append(
+            v2.RandomResizedCrop(size, scale=augment.crop_scale, ratio=(0.9, 1.1), antialias=True)
+        )
     if augment.horizontal_flip:
         steps.append(v2.RandomHorizontalFlip())
     if augment.brightness_contrast > 0:
         steps.append(
-            v2.ColorJitter(brightness=augment.brightness_contrast, contrast=augment.brightness_contrast)
+            v2.ColorJitter(
+                brightness=augment.brightness_contrast, contrast=augment.brightness_contrast
+            )
         )
     return v2.Compose([*steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
 

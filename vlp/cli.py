@@ -35,6 +35,7 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> VLPCLI:
         seed_everything_default=0,
         parser_kwargs={"parser_mode": "omegaconf"},
         save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,
         args=args,
         run=run,
     )

@@ -67,7 +67,10 @@ class VLPModule(LightningModule):
         self.objective_names = _unique_names([o.name for o in objectives])
         specs = {spec.key: spec for o in objectives for spec in o.teacher_specs()}
         self.teachers = nn.ModuleDict(
-            {key: EMATeacher(self._online(spec.source), spec.schedule) for key, spec in specs.items()}
+            {
+                key: EMATeacher(self._online(spec.source), spec.schedule)
+                for key, spec in specs.items()
+            }
         )
         self._teacher_sources = {key: spec.source for key, spec in specs.items()}
         self.optimizer_factory = optimizer
@@ -140,8 +143,9 @@ class VLPModule(LightningModule):
         self._log_evaluation("test")
 
     def _log_evaluation(self, split: str) -> None:
-        for name, value in self.evaluator.compute(self._datamodule_attr("class_names"),
-                                                  self._datamodule_attr("prompt_templates")).items():
+        for name, value in self.evaluator.compute(
+            self._datamodule_attr("class_names"), self._datamodule_attr("prompt_templates")
+        ).items():
             self.log(f"{split}/{name}", value, sync_dist=False, rank_zero_only=False)
 
     def _datamodule_attr(self, name: str) -> Any:

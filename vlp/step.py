@@ -56,7 +56,9 @@ class Step:
     def fused(self) -> Encoding:
         """The fusion encoder on the batch's matching (image, text) pairs."""
         if self.encoders.fusion is None:
-            raise ValueError("an objective needs the fusion encoder: set model.fusion in the config")
+            raise ValueError(
+                "an objective needs the fusion encoder: set model.fusion in the config"
+            )
         return self.cached("fused", lambda: self.encoders.fusion(self.text(), self.image()))
 
     def teacher(self, spec: TeacherSpec) -> EMATeacher:

@@ -34,7 +34,12 @@ class Encoders(nn.Module):
             None
             if fusion is None
             else FusionEncoder(
-                text.width, vision.width, fusion.depth, fusion.heads, fusion.mlp_ratio, fusion.dropout
+                text.width,
+                vision.width,
+                fusion.depth,
+                fusion.heads,
+                fusion.mlp_ratio,
+                fusion.dropout,
             )
         )
 

@@ -68,5 +68,3 @@ class FusionEncoder(nn.Module):
             hidden.append(x)
         x = self.norm(x)
         return Encoding(pooled=x[:, 0], tokens=x, mask=text.mask, hidden_states=tuple(hidden))
-
-

@@ -23,7 +23,11 @@ class Tokenize:
 
     def __call__(self, texts: list[str]) -> dict[str, Tensor]:
         batch = self.tokenizer(
-            texts, padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt"
+            texts,
+            padding="longest",
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
         )
         return {"text_ids": batch["input_ids"], "text_mask": batch["attention_mask"]}
 
@@ -63,6 +67,10 @@ class TextEncoder(nn.Module):
             self.model = AutoModel.from_pretrained(
                 resolve_model_path(name_or_path), trust_remote_code=trust_remote_code
             )
+        if getattr(self.model, "pooler", None) is not None:
+            # BERT-style poolers are never used here; parameters without gradients
+            # would leave DDP's gradient buckets unreduced.
+            self.model.pooler = None
         self.width: int = self.model.config.hidden_size
         self.pooling = pooling
 

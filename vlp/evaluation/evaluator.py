@@ -84,9 +84,7 @@ class Evaluator:
         labels = parts["labels"]
         if class_names and prompt_templates and (labels >= 0).any():
             classes = self._class_embeddings(class_names, prompt_templates)
-            metrics["zeroshot/acc"] = zeroshot_accuracy(
-                parts["image_embeddings"], classes, labels
-            )
+            metrics["zeroshot/acc"] = zeroshot_accuracy(parts["image_embeddings"], classes, labels)
         return metrics
 
     def _class_embeddings(self, class_names: list[str], templates: list[str]) -> Tensor:
@@ -98,4 +96,3 @@ class Evaluator:
         with torch.no_grad():
             prompts = self.embedder.embed_text(text_encoder(**tokens))
         return class_embeddings(prompts, len(class_names))
-

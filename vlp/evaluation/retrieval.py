@@ -7,7 +7,6 @@ among the K images ranked highest for it (the COCO/Flickr protocol).
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 
@@ -33,4 +32,3 @@ def retrieval_recall(
         metrics[f"i2t_r{k}"] = i2t_hits[:, :k].any(1).float().mean().item()
         metrics[f"t2i_r{k}"] = t2i_hits[:, :k].any(1).float().mean().item()
     return metrics
-

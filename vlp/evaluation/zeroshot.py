@@ -13,7 +13,9 @@ def class_prompts(class_names: list[str], templates: list[str]) -> list[str]:
 
 def class_embeddings(prompt_embeddings: Tensor, num_classes: int) -> Tensor:
     """Average each class's normalised prompt embeddings, then renormalise (prompt ensembling)."""
-    grouped = F.normalize(prompt_embeddings, dim=-1).view(num_classes, -1, prompt_embeddings.shape[-1])
+    grouped = F.normalize(prompt_embeddings, dim=-1).view(
+        num_classes, -1, prompt_embeddings.shape[-1]
+    )
     return F.normalize(grouped.mean(1), dim=-1)
 
 

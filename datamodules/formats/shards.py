@@ -1,0 +1,150 @@
+"""img2dataset-style WebDataset tar shards, streamed.
+
+A sample is the tar members sharing a key: ``{key}.jpg|jpeg|png|webp``, a
+``{key}.txt`` caption and an optional ``{key}.json`` whose ``captions`` (a list,
+overriding the .txt), ``image_id``, ``label`` and ``meta`` are used. The
+``webdataset`` library opens shards and groups members; the split across ranks
+and workers is ours (see ``split.py``) so that nothing is read twice or dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import tarfile
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
+
+from torch.utils.data import IterableDataset
+from webdataset.gopen import gopen
+from webdataset.shardlists import expand_urls
+from webdataset.tariterators import group_by_keys
+
+from vlp.datamodules.formats.decode import MAX_PIXELS
+from vlp.datamodules.formats.fields import parse_entry
+from vlp.datamodules.formats.sample import RawSample, check_on_error, materialise
+from vlp.datamodules.formats.split import Consumer, assigned_to, current_consumer, splits_by_shard
+from vlp.datamodules.records import BadSampleError, ImageTextRecord, SkippedRecord
+
+IMAGE_SUFFIXES = ("jpg", "jpeg", "png", "webp")
+
+Entry = dict[str, Any] | BadSampleError  # a grouped tar sample, or why a shard broke
+
+
+class WebDatasetShards(IterableDataset):
+    """Streams records from ``urls`` (brace patterns like ``shard-{000..009}.tar`` allowed).
+
+    With ``shuffle_shards`` the shard order is a permutation fixed by ``seed`` and
+    the epoch given to ``set_epoch``, identical in every consumer. DataLoader
+    workers receive a copy of the dataset when an epoch's iterator is created,
+    so call ``set_epoch`` before that (not with ``persistent_workers``).
+    """
+
+    def __init__(
+        self,
+        urls: str | list[str],
+        on_error: str = "skip",
+        max_pixels: int = MAX_PIXELS,
+        shuffle_shards: bool = False,
+        seed: int = 0,
+    ) -> None:
+        patterns = [urls] if isinstance(urls, str) else list(urls)
+        self.urls = [url for pattern in patterns for url in expand_urls(str(pattern))]
+        if not self.urls:
+            raise ValueError(f"no shards in {urls!r}")
+        self.on_error = check_on_error(on_error)
+        self.max_pixels = max_pixels
+        self.shuffle_shards = shuffle_shards
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def shard_order(self) -> list[str]:
+        order = list(self.urls)
+        if self.shuffle_shards:
+            random.Random(f"{self.seed}:{self.epoch}").shuffle(order)
+        return order
+
+    def __iter__(self) -> Iterator[ImageTextRecord | SkippedRecord]:
+        return self.iter_as(current_consumer())
+
+    def iter_as(self, consumer: Consumer) -> Iterator[ImageTextRecord | SkippedRecord]:
+        """This consumer's share of the stream, decoded."""
+        shards = self.shard_order()
+        if splits_by_shard(len(shards), consumer):
+            mine = [url for position, url in enumerate(shards) if assigned_to(position, consumer)]
+            entries: Iterable[Entry] = _entries(mine)
+        else:
+            entries = (
+                e for position, e in enumerate(_entries(shards)) if assigned_to(position, consumer)
+            )
+        for entry in entries:
+            yield materialise(_to_sample(entry), self.on_error, self.max_pixels)
+
+
+def _entries(urls: Iterable[str]) -> Iterator[Entry]:
+    for url in urls:
+        yield from _shard_entries(url)
+
+
+def _shard_entries(url: str) -> Iterator[Entry]:
+    """A shard's samples; an unreadable shard ends with one error entry.
+
+    The error is yielded at the point where reading stopped, so every consumer
+    sees it at the same stream position and exactly one of them reports it.
+    """
+    try:
+        stream = gopen(url)
+    except OSError as error:
+        yield BadSampleError("missing", url, str(error))
+        return
+    try:
+        with stream:
+            yield from group_by_keys(_tar_members(url, stream))
+    except (tarfile.TarError, OSError, EOFError, ValueError) as error:
+        yield BadSampleError("corrupt", url, str(error))
+
+
+def _tar_members(url: str, stream: IO[bytes]) -> Iterator[dict[str, Any]]:
+    """Regular files in a tar stream, as ``group_by_keys`` wants them.
+
+    ``tarfile`` ends quietly when a file is cut at a header boundary, which would
+    drop the rest of a truncated shard unnoticed; a well-formed tar always has
+    data after its first end-of-archive block, so a stream that ends right
+    after the last member is reported as truncated.
+    """
+    with tarfile.open(fileobj=stream, mode="r|*") as tar:
+        for info in tar:
+            if info.isreg():
+                member = tar.extractfile(info)
+                yield {"fname": info.name, "data": member.read() if member else b"", "__url__": url}
+            tar.members = []  # streaming: do not keep every header of a large shard
+        if not tar.fileobj.read(1):
+            raise tarfile.ReadError("no end-of-archive marker; the shard is truncated")
+
+
+def _to_sample(entry: Entry) -> RawSample | BadSampleError:
+    if isinstance(entry, BadSampleError):
+        return entry
+    key = f"{entry['__url__']}:{entry['__key__']}"
+    image = next((entry[suffix] for suffix in IMAGE_SUFFIXES if suffix in entry), None)
+    if image is None:
+        return BadSampleError("missing", key, f"no .{'/.'.join(IMAGE_SUFFIXES)} member")
+    try:
+        info = json.loads(entry["json"]) if "json" in entry else {}
+    except ValueError as error:  # bad JSON or bad UTF-8
+        return BadSampleError("corrupt", key, f".json: {error}")
+    if not isinstance(info, dict):
+        return BadSampleError("bad_field", key, ".json is not an object")
+    return parse_entry(
+        image,
+        info.get("captions", entry.get("txt")),
+        image_id=info.get("image_id"),
+        label=info.get("label"),
+        meta=info.get("meta"),
+        id_fallback=entry["__key__"],
+        key=key,
+        where=key,
+    )

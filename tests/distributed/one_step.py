@@ -1,0 +1,91 @@
+"""Run one SGD step of the ITC model on the first 2B synthetic samples; save loss and weights.
+
+Launched by ``test_ddp_equivalence.py`` as ``python one_step.py DEVICES BATCH OUT`` so that
+Lightning's DDP launcher can re-run this file in each process.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from lightning.pytorch import Callback, Trainer, seed_everything
+from safetensors.torch import save_file
+
+from vlp.datamodules.datamodule import VLPDataModule
+from vlp.datamodules.synthetic import SyntheticScenes
+from vlp.datamodules.transforms import Augment
+from vlp.encoders import TextEncoder, VisionEncoder
+from vlp.module import Schedule, VLPModule
+from vlp.objectives.contrastive import Contrastive
+
+TINY_TEXT = {
+    "model_type": "bert",
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "hidden_dropout_prob": 0.0,
+    "attention_probs_dropout_prob": 0.0,
+}
+
+
+class RecordLoss(Callback):
+    """The global-batch loss: the mean of the ranks' local losses (equal batch sizes)."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"].detach().clone()
+        if dist.is_initialized():
+            dist.all_reduce(loss)
+            loss /= dist.get_world_size()
+        self.losses.append(loss.item())
+
+
+def main(devices: int, batch_size: int, out: Path) -> None:
+    seed_everything(0)
+    model = VLPModule(
+        VisionEncoder(
+            "vit_tiny_patch16_224",
+            image_size=32,
+            model_kwargs={"patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2},
+        ),
+        TextEncoder(config=TINY_TEXT, max_length=16),
+        [Contrastive(embed_dim=16)],
+        optimizer=lambda params: torch.optim.SGD(params, lr=0.5),
+        schedule=Schedule(warmup_steps=0, min_lr_ratio=1.0),
+    )
+    data = VLPDataModule(
+        train=SyntheticScenes("train", num_images=64, image_size=32, captions_per_image=1),
+        batch_size=batch_size,
+        num_workers=0,
+        image_size=32,
+        augment=Augment(crop_scale=None, brightness_contrast=0.0),
+        shuffle=False,
+        tokenize=model.tokenize,
+    )
+    recorder = RecordLoss()
+    trainer = Trainer(
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp" if devices > 1 else "auto",
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[recorder],
+    )
+    trainer.fit(model, data)
+    if trainer.global_rank == 0:
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        state["loss"] = torch.tensor(recorder.losses)
+        save_file(state, str(out))
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]))
