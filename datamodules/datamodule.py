@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
@@ -44,6 +46,9 @@ class VLPDataModule(LightningDataModule):
         shuffle: shuffle map-style training data each epoch.
         seed: the shuffling seed (the same on every rank, so ranks split one permutation).
         mean, std: image normalisation (CLIP's by default).
+        classes_file: JSON with ``class_names`` and ``prompt_templates`` for
+            zero-shot evaluation (``vlp data`` writes one); otherwise they come
+            from an evaluation source that has them (the in-memory synthetic scenes).
         tokenize: linked from the model by the CLI, so captions are tokenized
             the way the text encoder expects.
     """
@@ -63,6 +68,7 @@ class VLPDataModule(LightningDataModule):
         seed: int = 0,
         mean: tuple[float, float, float] = CLIP_MEAN,
         std: tuple[float, float, float] = CLIP_STD,
+        classes_file: str | None = None,
         tokenize: Callable[[list[str]], dict[str, Tensor]] | None = None,
     ) -> None:
         super().__init__()
@@ -75,6 +81,7 @@ class VLPDataModule(LightningDataModule):
         self.train_transform = train_transform(image_size, augment, mean, std)
         self.eval_transform = eval_transform(image_size, mean, std)
         self.tokenize = tokenize
+        self.classes = json.loads(Path(classes_file).read_text()) if classes_file else {}
 
     @property
     def class_names(self) -> list[str] | None:
@@ -86,6 +93,8 @@ class VLPDataModule(LightningDataModule):
         return self._eval_source_attr("prompt_templates")
 
     def _eval_source_attr(self, name: str) -> list[str] | None:
+        if name in self.classes:
+            return list(self.classes[name])
         for split in ("val", "test", "predict"):
             value = getattr(self.sources[split], name, None)
             if value:

@@ -23,6 +23,12 @@ class VLPCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("model.tokenize", "data.tokenize", apply_on="instantiate")
 
+    def before_instantiate_classes(self) -> None:
+        """Checkpoints load weights-only unless the user explicitly says otherwise."""
+        config = self.config.get(self.subcommand) if self.subcommand else None
+        if config is not None and config.get("weights_only") is None:
+            config["weights_only"] = True
+
     def before_fit(self) -> None:
         self.datamodule.check_needs(self.model.batch_needs)
 

@@ -46,6 +46,9 @@ class VLPModule(LightningModule):
             that fuse (ITM, MLM) need it.
         optimizer: built from the parameter groups (no decay on vectors).
         schedule: the learning-rate schedule.
+        freeze: parameter-name prefixes to keep fixed, e.g. ``encoders.text`` to
+            train an image tower against a pretrained text tower (LiT-style);
+            frozen modules also stay in eval mode (no dropout).
     """
 
     def __init__(
@@ -56,6 +59,7 @@ class VLPModule(LightningModule):
         fusion: FusionConfig | None = None,
         optimizer: OptimizerCallable = default_optimizer,
         schedule: Schedule = Schedule(),
+        freeze: tuple[str, ...] = (),
     ) -> None:
         super().__init__()
         if not objectives:
@@ -75,7 +79,23 @@ class VLPModule(LightningModule):
         self._teacher_sources = {key: spec.source for key, spec in specs.items()}
         self.optimizer_factory = optimizer
         self.schedule = schedule
+        self.frozen = self._freeze(tuple(freeze))
         self.evaluator = Evaluator(self)
+
+    def _freeze(self, prefixes: tuple[str, ...]) -> list[nn.Module]:
+        modules = [module for name, module in self.named_modules() if name in prefixes]
+        unknown = set(prefixes) - {name for name, _ in self.named_modules()}
+        if unknown:
+            raise ValueError(f"model.freeze: no module named {sorted(unknown)}")
+        for module in modules:
+            module.requires_grad_(False)
+        return modules
+
+    def train(self, mode: bool = True) -> VLPModule:
+        super().train(mode)
+        for module in self.frozen:
+            module.eval()
+        return self
 
     @property
     def tokenize(self) -> Tokenize:

@@ -1,0 +1,111 @@
+"""The module: weighted sum of objectives, per-objective logs, teachers after each optimizer step."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import pytest
+import torch
+from lightning.pytorch import Callback, Trainer
+
+from tests.conftest import TINY_TEXT, TINY_VISION
+from vlp.datamodules.datamodule import VLPDataModule
+from vlp.datamodules.synthetic import SyntheticScenes
+from vlp.encoders import TextEncoder, VisionEncoder
+from vlp.module import VLPModule
+from vlp.objectives.base import Objective, weighted_total
+from vlp.objectives.contrastive import Contrastive
+from vlp.teachers import DecaySchedule, TeacherSpec
+
+
+class TeacherReader(Objective):
+    """A toy objective that reads an EMA teacher of the vision tower."""
+
+    name = "teacher_reader"
+    spec = TeacherSpec("vision", DecaySchedule(0.5))
+    needs: ClassVar[frozenset[str]] = frozenset({"images"})
+
+    def forward(self, step):
+        target = step.teacher(self.spec)(step.field("images")).pooled
+        return {"distance_loss": (step.image().pooled - target).pow(2).mean()}
+
+    def teacher_specs(self):
+        return (self.spec,)
+
+
+def tiny_model(objectives, **kwargs) -> VLPModule:
+    return VLPModule(
+        VisionEncoder("vit_tiny_patch16_224", image_size=32, model_kwargs=TINY_VISION),
+        TextEncoder(config=TINY_TEXT, max_length=16),
+        objectives,
+        **kwargs,
+    )
+
+
+def test_weighted_total_sums_only_loss_terms() -> None:
+    terms = {
+        "a_loss": torch.tensor(2.0),
+        "b_loss": torch.tensor(3.0),
+        "temperature": torch.tensor(9.0),
+    }
+    assert weighted_total(terms, 0.5).item() == 2.5
+    with pytest.raises(ValueError, match="_loss"):
+        weighted_total({"temperature": torch.tensor(1.0)}, 1.0)
+
+
+def test_teachers_update_once_per_optimizer_step_from_the_new_weights() -> None:
+    model = tiny_model([Contrastive(embed_dim=8), TeacherReader(weight=0.1)])
+    (key,) = model.teachers.keys()
+    teacher = model.teachers[key]
+    assert all(
+        torch.equal(t, o)
+        for t, o in zip(
+            teacher.module.parameters(), model.encoders.vision.parameters(), strict=True
+        )
+    )
+    expected = [p.detach().clone() for p in model.encoders.vision.parameters()]
+
+    class FollowEMA(Callback):
+        """After every optimizer step: θ_t ← ½θ_t + ½θ (online weights just updated)."""
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            if (batch_idx + 1) % trainer.accumulate_grad_batches == 0:
+                for e, p in zip(expected, pl_module.encoders.vision.parameters(), strict=True):
+                    e.mul_(0.5).add_(0.5 * p.detach())
+
+    data = VLPDataModule(
+        train=SyntheticScenes("train", 16, image_size=32),
+        batch_size=4,
+        num_workers=0,
+        image_size=32,
+        tokenize=model.tokenize,
+    )
+    trainer = Trainer(
+        max_steps=2,
+        accumulate_grad_batches=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[FollowEMA()],
+    )
+    trainer.fit(model, data)
+    assert int(teacher.updates) == 2  # 4 batches, 2 optimizer steps
+    for t, e in zip(teacher.module.parameters(), expected, strict=True):
+        assert torch.allclose(t, e, atol=1e-6)
+    assert all(not p.requires_grad for p in teacher.parameters())
+    assert any(k.startswith("teachers.") for k in model.state_dict())
+
+
+def test_each_objective_logs_its_own_terms() -> None:
+    model = tiny_model([Contrastive(embed_dim=8), Contrastive(embed_dim=4, weight=0.5)])
+    assert model.objective_names == ["itc_0", "itc_1"]
+
+
+def test_freeze_keeps_weights_fixed_and_in_eval_mode() -> None:
+    model = tiny_model([Contrastive(embed_dim=8)], freeze=("encoders.text",))
+    model.train()
+    assert not model.encoders.text.training and model.encoders.vision.training
+    assert all(not p.requires_grad for p in model.encoders.text.parameters())
+    with pytest.raises(ValueError, match="no module named"):
+        tiny_model([Contrastive()], freeze=("encoders.txt",))
