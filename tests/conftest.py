@@ -7,19 +7,10 @@ import os
 import pytest
 import torch
 
+from tests.tiny import TINY_TEXT, TINY_VISION
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-TINY_TEXT = {
-    "model_type": "bert",
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-    "hidden_dropout_prob": 0.0,
-    "attention_probs_dropout_prob": 0.0,
-}
-TINY_VISION = {"patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2}
 
 
 @pytest.fixture(autouse=True)

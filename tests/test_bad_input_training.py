@@ -10,7 +10,7 @@ import pytest
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import CSVLogger
 
-from tests.conftest import TINY_TEXT, TINY_VISION
+from tests.tiny import TINY_TEXT, TINY_VISION
 from vlp.datamodules.datamodule import VLPDataModule
 from vlp.datamodules.formats.manifest import JsonlManifest
 from vlp.datamodules.formats.writers import write_records

@@ -132,7 +132,6 @@ def test_same_seed_gives_same_metrics(workdir: Path, tmp_path: Path, monkeypatch
                 *TINY_RUN,
                 f"--trainer.logger.init_args.save_dir={tmp_path}",
                 f"--trainer.logger.init_args.name={name}",
-                f"--trainer.callbacks.init_args.dirpath={tmp_path / name}",
             ]
         )
         runs.append(read_metrics(tmp_path / name / "version_0"))

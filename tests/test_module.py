@@ -8,7 +8,7 @@ import pytest
 import torch
 from lightning.pytorch import Callback, Trainer
 
-from tests.conftest import TINY_TEXT, TINY_VISION
+from tests.tiny import TINY_TEXT, TINY_VISION
 from vlp.datamodules.datamodule import VLPDataModule
 from vlp.datamodules.synthetic import SyntheticScenes
 from vlp.encoders import TextEncoder, VisionEncoder

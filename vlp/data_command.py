@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from jsonargparse import auto_cli
+from rich.progress import track
 
 from vlp.datamodules.formats.writers import FORMATS, write_records
 from vlp.datamodules.synthetic import CLASS_NAMES, PROMPT_TEMPLATES, SyntheticScenes
@@ -48,7 +49,7 @@ def write_synthetic(
         scenes = SyntheticScenes(
             split, count, seed=seed, image_size=image_size, captions_per_image=captions_per_image
         )
-        records = (scenes[i] for i in range(len(scenes)))
+        records = (scenes[i] for i in track(range(len(scenes)), description=f"writing {split}"))
         written[split] = write_records(records, Path(out) / split, format, shard_size)
         print(f"{split}: {count} images -> {written[split]}")
     classes = {"class_names": list(CLASS_NAMES), "prompt_templates": list(PROMPT_TEMPLATES)}

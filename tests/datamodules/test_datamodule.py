@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import TINY_TEXT
+from tests.tiny import TINY_TEXT
 from vlp.datamodules.collate import Collate
 from vlp.datamodules.datamodule import EvalShardSampler, VLPDataModule
 from vlp.datamodules.formats.writers import FORMATS, open_written, write_records

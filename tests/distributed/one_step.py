@@ -1,7 +1,7 @@
 """Run one SGD step of the ITC model on the first 2B synthetic samples; save loss and weights.
 
-Launched by ``test_ddp_equivalence.py`` as ``python one_step.py DEVICES BATCH OUT`` so that
-Lightning's DDP launcher can re-run this file in each process.
+Launched by ``test_ddp_equivalence.py`` as ``python -m tests.distributed.one_step DEVICES
+BATCH OUT`` so that Lightning's DDP launcher can re-run it in each process.
 """
 
 from __future__ import annotations
@@ -14,22 +14,13 @@ import torch.distributed as dist
 from lightning.pytorch import Callback, Trainer, seed_everything
 from safetensors.torch import save_file
 
+from tests.tiny import TINY_TEXT, TINY_VISION
 from vlp.datamodules.datamodule import VLPDataModule
 from vlp.datamodules.synthetic import SyntheticScenes
 from vlp.datamodules.transforms import Augment
 from vlp.encoders import TextEncoder, VisionEncoder
 from vlp.module import Schedule, VLPModule
 from vlp.objectives.contrastive import Contrastive
-
-TINY_TEXT = {
-    "model_type": "bert",
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-    "hidden_dropout_prob": 0.0,
-    "attention_probs_dropout_prob": 0.0,
-}
 
 
 class RecordLoss(Callback):
@@ -52,7 +43,7 @@ def main(devices: int, batch_size: int, out: Path) -> None:
         VisionEncoder(
             "vit_tiny_patch16_224",
             image_size=32,
-            model_kwargs={"patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2},
+            model_kwargs=TINY_VISION,
         ),
         TextEncoder(config=TINY_TEXT, max_length=16),
         [Contrastive(embed_dim=16)],

@@ -10,12 +10,20 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-SCRIPT = Path(__file__).with_name("one_step.py")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(devices: int, batch_size: int, out: Path) -> dict[str, torch.Tensor]:
     subprocess.run(
-        [sys.executable, str(SCRIPT), str(devices), str(batch_size), str(out)],
+        [
+            sys.executable,
+            "-m",
+            "tests.distributed.one_step",
+            str(devices),
+            str(batch_size),
+            str(out),
+        ],
+        cwd=ROOT,
         check=True,
         timeout=600,
         capture_output=True,

@@ -26,7 +26,7 @@ def test_captions_are_truncated_to_max_length(tiny_text) -> None:
 
 
 def test_mean_pooling_ignores_padding() -> None:
-    from tests.conftest import TINY_TEXT
+    from tests.tiny import TINY_TEXT
 
     encoder = TextEncoder(config=TINY_TEXT, pooling="mean").eval()
     batch = encoder.tokenize(["a red circle", "a much longer caption about a blue square"])

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.conftest import TINY_VISION
+from tests.tiny import TINY_VISION
 from vlp.encoders import VisionEncoder
 
 
