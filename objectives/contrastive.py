@@ -79,8 +79,7 @@ class Contrastive(Objective):
         return self.temperature
 
     def forward(self, step: Step) -> dict[str, Tensor]:
-        image = self.embed_image(step.image())  # v_i
-        text = self.embed_text(step.text())  # w_i
+        image, text = step.embedded(self)  # v_i, w_i
         tau = self.clamped_temperature()
         all_text, offset = step.gather(text)
         all_image, _ = step.gather(image)

@@ -26,7 +26,7 @@ def test_update_follows_the_ema_formula_by_hand() -> None:
         with torch.no_grad():
             online.weight.add_(torch.randn_like(online.weight))
         expected = decay * expected + (1 - decay) * online.weight.detach()
-        teacher.update(online)
+        teacher.update()
     assert torch.allclose(teacher.module.weight, expected, atol=1e-6)
     assert int(teacher.updates) == 4
 
@@ -41,20 +41,33 @@ def test_teacher_has_no_gradient_and_stays_in_eval_mode() -> None:
     assert all(not p.requires_grad for p in teacher.parameters())
 
 
+def test_dropout_option_keeps_the_copy_in_train_mode() -> None:
+    teacher = EMATeacher(nn.Dropout(0.5), DecaySchedule(), dropout=True)
+    teacher.train()
+    assert teacher.module.training
+    teacher.eval()
+    assert not teacher.module.training
+
+
+def test_source_is_not_saved_twice() -> None:
+    teacher = EMATeacher(nn.Linear(2, 2), DecaySchedule())
+    assert set(teacher.state_dict()) == {"module.weight", "module.bias", "updates"}
+
+
 def test_shared_parameters_are_copied_not_averaged() -> None:
     online = nn.Sequential(nn.Embedding(5, 2), nn.Linear(2, 2))
     teacher = EMATeacher(online, DecaySchedule(0.9), shared=("0.",))
     with torch.no_grad():
         for p in online.parameters():
             p.add_(1.0)
-    teacher.update(online)
+    teacher.update()
     assert torch.equal(teacher.module[0].weight, online[0].weight)
     assert not torch.equal(teacher.module[1].weight, online[1].weight)
 
 
 def test_teacher_state_is_in_the_state_dict() -> None:
     teacher = EMATeacher(nn.Linear(2, 2), DecaySchedule())
-    teacher.update(nn.Linear(2, 2))
+    teacher.update()
     state = teacher.state_dict()
     assert "module.weight" in state and int(state["updates"]) == 1
 
@@ -64,3 +77,4 @@ def test_specs_with_the_same_source_and_schedule_share_a_key() -> None:
     assert a.key == TeacherSpec("vision", DecaySchedule(0.995)).key
     assert a.key != TeacherSpec("text", DecaySchedule(0.995)).key
     assert a.key != TeacherSpec("vision", DecaySchedule(0.99)).key
+    assert a.key != TeacherSpec("vision", DecaySchedule(0.995), dropout=True).key

@@ -46,7 +46,7 @@ class VLPModule(LightningModule):
             that fuse (ITM, MLM) need it.
         optimizer: built from the parameter groups (no decay on vectors).
         schedule: the learning-rate schedule.
-        freeze: parameter-name prefixes to keep fixed, e.g. ``encoders.text`` to
+        freeze: names of modules to keep fixed, e.g. ``encoders.text`` to
             train an image tower against a pretrained text tower (LiT-style);
             frozen modules also stay in eval mode (no dropout).
     """
@@ -72,11 +72,10 @@ class VLPModule(LightningModule):
         specs = {spec.key: spec for o in objectives for spec in o.teacher_specs()}
         self.teachers = nn.ModuleDict(
             {
-                key: EMATeacher(self._online(spec.source), spec.schedule)
+                key: EMATeacher.from_spec(self._online(spec.source), spec)
                 for key, spec in specs.items()
             }
         )
-        self._teacher_sources = {key: spec.source for key, spec in specs.items()}
         self.optimizer_factory = optimizer
         self.schedule = schedule
         self.frozen = self._freeze(tuple(freeze))
@@ -114,7 +113,7 @@ class VLPModule(LightningModule):
         return module
 
     def step(self, batch: dict[str, Any]) -> Step:
-        return Step(batch, self.encoders, self.teachers)
+        return Step(batch, self.encoders, self.teachers, self.evaluator.embedder, self.global_step)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         step = self.step(batch)
@@ -147,8 +146,9 @@ class VLPModule(LightningModule):
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         """Teachers move once per optimizer step, after it, from the updated online weights."""
         super().optimizer_step(*args, **kwargs)
-        for key, teacher in self.teachers.items():
-            teacher.update(self._online(self._teacher_sources[key]))
+        for module in self.modules():
+            if isinstance(module, EMATeacher):
+                module.update()
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self.evaluator.add(batch)

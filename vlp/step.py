@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from torch import Tensor
 
@@ -11,6 +11,9 @@ from vlp.distributed import gather_no_grad, gather_with_grad
 from vlp.encoders import Encoders
 from vlp.encoding import Encoding
 from vlp.teachers import EMATeacher, TeacherSpec
+
+if TYPE_CHECKING:
+    from vlp.evaluation.evaluator import Embedder
 
 T = TypeVar("T")
 
@@ -26,11 +29,18 @@ class Step:
     gather_no_grad = staticmethod(gather_no_grad)
 
     def __init__(
-        self, batch: Mapping[str, Any], encoders: Encoders, teachers: Mapping[str, EMATeacher]
+        self,
+        batch: Mapping[str, Any],
+        encoders: Encoders,
+        teachers: Mapping[str, EMATeacher],
+        embedder: Embedder | None = None,
+        global_step: int = 0,
     ) -> None:
         self.batch = batch
         self.encoders = encoders
         self._teachers = teachers
+        self._embedder = embedder
+        self.global_step = global_step  # optimizer steps so far, for warm-ups (e.g. ALBEF's α)
         self._cache: dict[Any, Any] = {}
 
     def cached(self, key: Any, compute: Callable[[], T]) -> T:
@@ -53,16 +63,55 @@ class Step:
             "text", lambda: self.encoders.text(self.field("text_ids"), self.field("text_mask"))
         )
 
+    def fuse(self, text: Encoding, image: Encoding) -> Encoding:
+        """The fusion encoder on any (text, image) rows, e.g. ITM negatives or masked text."""
+        return self._fusion()(text, image)
+
     def fused(self) -> Encoding:
         """The fusion encoder on the batch's matching (image, text) pairs."""
+        fusion = self._fusion()
+        return self.cached("fused", lambda: fusion(self.text(), self.image()))
+
+    def _fusion(self):
         if self.encoders.fusion is None:
             raise ValueError(
                 "an objective needs the fusion encoder: set model.fusion in the config"
             )
-        return self.cached("fused", lambda: self.encoders.fusion(self.text(), self.image()))
+        return self.encoders.fusion
+
+    def embedded(self, objective: Embedder) -> tuple[Tensor, Tensor]:
+        """``objective``'s normalised (image, text) embeddings of this batch, computed once."""
+        return self.cached(
+            ("embedded", id(objective)),
+            lambda: (objective.embed_image(self.image()), objective.embed_text(self.text())),
+        )
+
+    def similarity(self) -> Tensor:
+        """Local image × text cosine similarity in the model's shared embedding space.
+
+        The space is the first contrastive objective's, so ITM's hard negatives
+        follow the contrastive scores whatever the order of the objectives.
+        """
+        if self._embedder is None:
+            raise ValueError("no objective defines an image–text embedding (add e.g. ITC)")
+        image, text = self.embedded(self._embedder)
+        return image @ text.T
 
     def teacher(self, spec: TeacherSpec) -> EMATeacher:
         return self._teachers[spec.key]
+
+    def teacher_image(self, spec: TeacherSpec, field: str = "images") -> Encoding:
+        """The EMA vision teacher's encoding of an image field, computed once."""
+        return self.cached(
+            ("teacher_image", spec.key, field), lambda: self.teacher(spec)(self.field(field))
+        )
+
+    def teacher_text(self, spec: TeacherSpec) -> Encoding:
+        """The EMA text teacher's encoding of the batch's captions, computed once."""
+        return self.cached(
+            ("teacher_text", spec.key),
+            lambda: self.teacher(spec)(self.field("text_ids"), self.field("text_mask")),
+        )
 
     @property
     def image_ids(self) -> Tensor:

@@ -4,6 +4,10 @@ A teacher is a frozen copy of an online module, moved towards it after every
 optimizer step: θ_teacher ← d·θ_teacher + (1 − d)·θ_online. Teachers have no
 gradients, so DDP never reduces them, and every rank applies the same update
 to the same weights, so they stay identical across ranks.
+
+Every ``EMATeacher`` anywhere in the model (shared encoder teachers, an
+objective's own momentum heads) is updated by ``VLPModule`` right after each
+optimizer step; nothing updates teachers inside ``forward``.
 """
 
 from __future__ import annotations
@@ -38,37 +42,56 @@ class TeacherSpec:
 
     source: str
     schedule: DecaySchedule = DecaySchedule()
+    dropout: bool = False  # keep dropout on (TCL's momentum text encoder, SimCSE-style)
+    shared: tuple[str, ...] = ()  # parameter prefixes copied, not averaged
 
     @property
     def key(self) -> str:
         """Objectives asking for the same spec share one teacher."""
         s = self.schedule
-        return f"{self.source}_ema_{s.start}_{s.end}_{s.steps}".replace(".", "p")
+        extra = ("_dropout" if self.dropout else "") + "".join(f"_{p}" for p in self.shared)
+        return f"{self.source}_ema_{s.start}_{s.end}_{s.steps}{extra}".replace(".", "p")
 
 
 class EMATeacher(nn.Module):
-    """A no-gradient, eval-mode copy of ``source`` updated by :meth:`update`.
+    """A no-gradient copy of ``source``, moved towards it by :meth:`update`.
 
     Args:
+        source: the online module; referenced, not registered, so its weights
+            are not saved twice.
+        schedule: the decay d per update.
         shared: parameter names (prefixes) copied from the online module instead
             of averaged, e.g. data2vec's option to share embeddings.
+        dropout: keep the copy in train mode (dropout on); by default it stays
+            in eval mode whatever the LightningModule does.
     """
 
     def __init__(
-        self, source: nn.Module, schedule: DecaySchedule, shared: tuple[str, ...] = ()
+        self,
+        source: nn.Module,
+        schedule: DecaySchedule,
+        shared: tuple[str, ...] = (),
+        dropout: bool = False,
     ) -> None:
         super().__init__()
-        self.module = copy.deepcopy(source).float().eval().requires_grad_(False)
+        object.__setattr__(self, "_source", source)
+        self.module = copy.deepcopy(source).float().requires_grad_(False)
         self.schedule = schedule
         self.shared = shared
+        self.dropout = dropout
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+        self.train(False)
+
+    @classmethod
+    def from_spec(cls, source: nn.Module, spec: TeacherSpec) -> EMATeacher:
+        return cls(source, spec.schedule, spec.shared, spec.dropout)
 
     def train(self, mode: bool = True) -> EMATeacher:
-        """Stay in eval mode whatever the LightningModule does (no dropout in targets)."""
-        return super().train(False)
+        return super().train(mode and self.dropout)
 
     @torch.no_grad()
-    def update(self, source: nn.Module) -> None:
+    def update(self) -> None:
+        source: nn.Module = self._source
         decay = self.schedule(int(self.updates))
         online = dict(source.named_parameters())
         for name, teacher_param in self.module.named_parameters():
