@@ -48,6 +48,14 @@ def gather_with_grad(x: Tensor) -> tuple[Tensor, int]:
     return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)]), sum(sizes[:rank])
 
 
+def rank_offset(rows: int, device: torch.device) -> int:
+    """Where this rank's ``rows`` start in a rank-ordered gather."""
+    rank, world_size = world()
+    if world_size == 1:
+        return 0
+    return sum(_sizes(torch.empty(rows, device=device), world_size)[:rank])
+
+
 @torch.no_grad()
 def gather_no_grad(x: Tensor) -> Tensor:
     """All ranks' rows concatenated in rank order, outside autograd (queues, metrics)."""
