@@ -18,7 +18,7 @@ from vlp.encoders import Encoders, FusionConfig, TextEncoder, VisionEncoder
 from vlp.encoders.text import Tokenize
 from vlp.evaluation.evaluator import Evaluator
 from vlp.objectives.base import Objective, weighted_total
-from vlp.optim import decay_groups, warmup_cosine
+from vlp.optim import apply_lr_multipliers, parameter_groups, warmup_cosine
 from vlp.step import Step
 from vlp.teachers import EMATeacher
 
@@ -49,6 +49,8 @@ class VLPModule(LightningModule):
         freeze: names of modules to keep fixed, e.g. ``encoders.text`` to
             train an image tower against a pretrained text tower (LiT-style);
             frozen modules also stay in eval mode (no dropout).
+        lr_multipliers: learning-rate factor per module name, e.g.
+            ``{encoders.text: 0.1}`` to fine-tune a pretrained tower gently.
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class VLPModule(LightningModule):
         optimizer: OptimizerCallable = default_optimizer,
         schedule: Schedule = Schedule(),
         freeze: tuple[str, ...] = (),
+        lr_multipliers: dict[str, float] | None = None,
     ) -> None:
         super().__init__()
         if not objectives:
@@ -79,6 +82,7 @@ class VLPModule(LightningModule):
         self.optimizer_factory = optimizer
         self.schedule = schedule
         self.frozen = self._freeze(tuple(freeze))
+        self.lr_multipliers = dict(lr_multipliers or {})
         self.evaluator = Evaluator(self)
 
     def _freeze(self, prefixes: tuple[str, ...]) -> list[nn.Module]:
@@ -176,7 +180,10 @@ class VLPModule(LightningModule):
         return self.evaluator.embed(batch)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.optimizer_factory(decay_groups(self.named_parameters()))
+        optimizer = self.optimizer_factory(
+            parameter_groups(self.named_parameters(), self.lr_multipliers)
+        )
+        apply_lr_multipliers(optimizer)
         factor = warmup_cosine(
             self.schedule.warmup_steps,
             int(self.trainer.estimated_stepping_batches),

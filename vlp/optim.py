@@ -3,25 +3,42 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from torch import nn
+from torch.optim import Optimizer
 
 
-def decay_groups(named: Iterable[tuple[str, nn.Parameter]]) -> list[dict[str, Any]]:
-    """Weight decay on matrices only: biases, norms, τ and embeddings-as-vectors get none.
+def parameter_groups(
+    named: Iterable[tuple[str, nn.Parameter]], lr_multipliers: Mapping[str, float]
+) -> list[dict[str, Any]]:
+    """Groups by (learning-rate multiplier, weight decay or not).
 
-    ALBEF's factory decays τ and the ViT position/class tokens by accident
-    (``shared/specs/tcl_albef.md`` §0); deciding by dimension avoids that.
+    Weight decay applies to matrices only: biases, norms, τ and the ViT
+    position/class tokens get none (ALBEF's factory decays τ and those tokens
+    by accident, ``shared/specs/tcl_albef.md`` §0). A parameter takes the
+    multiplier of the longest module-name prefix in ``lr_multipliers``
+    (e.g. ``{"encoders.text": 0.1}`` for a pretrained tower), else 1.
     """
-    decay, no_decay = [], []
+    groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
     for name, param in named:
         if not param.requires_grad:
             continue
         is_matrix = param.ndim >= 2 and not name.endswith(("pos_embed", "cls_token", "reg_token"))
-        (decay if is_matrix else no_decay).append(param)
-    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        prefixes = [p for p in lr_multipliers if name == p or name.startswith(p + ".")]
+        multiplier = lr_multipliers[max(prefixes, key=len)] if prefixes else 1.0
+        groups.setdefault((multiplier, is_matrix), []).append(param)
+    return [
+        {"params": params, "lr_multiplier": multiplier, **({} if decay else {"weight_decay": 0.0})}
+        for (multiplier, decay), params in groups.items()
+    ]
+
+
+def apply_lr_multipliers(optimizer: Optimizer) -> None:
+    """Scale each group's learning rate (set by the optimizer's own ``lr``) by its multiplier."""
+    for group in optimizer.param_groups:
+        group["lr"] *= group.get("lr_multiplier", 1.0)
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float):

@@ -1,0 +1,51 @@
+"""Parameter groups: no decay on vectors and tokens, per-module learning-rate multipliers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from vlp.optim import apply_lr_multipliers, parameter_groups, warmup_cosine
+
+
+class Toy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.text = nn.Linear(2, 2)
+        self.vision = nn.Linear(2, 2)
+        self.temperature = nn.Parameter(torch.tensor(0.07))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 3, 2))
+
+
+def test_groups_split_decay_and_multipliers() -> None:
+    model = Toy()
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model.named_parameters(), {"text": 0.1}), lr=1.0, weight_decay=0.5
+    )
+    apply_lr_multipliers(optimizer)
+    settings = {
+        name: (group["lr"], group["weight_decay"])
+        for group in optimizer.param_groups
+        for name, p in model.named_parameters()
+        if any(p is q for q in group["params"])
+    }
+    assert settings["text.weight"] == (pytest.approx(0.1), 0.5)
+    assert settings["text.bias"] == (pytest.approx(0.1), 0.0)
+    assert settings["vision.weight"] == (1.0, 0.5)
+    assert settings["temperature"] == (1.0, 0.0)
+    assert settings["pos_embed"] == (1.0, 0.0)
+
+
+def test_frozen_parameters_are_left_out() -> None:
+    model = Toy()
+    model.text.requires_grad_(False)
+    params = [p for g in parameter_groups(model.named_parameters(), {}) for p in g["params"]]
+    assert all(p is not model.text.weight for p in params)
+
+
+def test_warmup_then_cosine() -> None:
+    factor = warmup_cosine(warmup_steps=10, total_steps=110, min_ratio=0.1)
+    assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)
+    assert factor(60) == pytest.approx(0.55)
+    assert factor(110) == pytest.approx(0.1) and factor(500) == pytest.approx(0.1)
