@@ -29,7 +29,7 @@ from vlp.encoders import Encoders
 from vlp.objectives.contrastive import Contrastive, positive_targets, soft_cross_entropy
 from vlp.queues import FeatureQueue
 from vlp.step import Step
-from vlp.teachers import DecaySchedule, EMATeacher, TeacherSpec
+from vlp.teachers import DecaySchedule, EMATeacher, TeacherSpec, distillation_weight
 
 
 @dataclass
@@ -106,9 +106,7 @@ class MomentumContrastive(Contrastive):
         return (self.vision_teacher, self.text_teacher)
 
     def current_alpha(self, step: Step) -> float:
-        if self.alpha_warmup_steps <= 0:
-            return self.alpha
-        return self.alpha * min(1.0, step.global_step / self.alpha_warmup_steps)
+        return distillation_weight(self.alpha, step.global_step, self.alpha_warmup_steps)
 
     @torch.no_grad()
     def momentum_features(self, step: Step) -> tuple[Tensor, Tensor]:

@@ -108,3 +108,14 @@ class EMATeacher(nn.Module):
     @torch.no_grad()
     def forward(self, *args, **kwargs):
         return self.module(*args, **kwargs)
+
+
+def distillation_weight(alpha: float, global_step: int, warmup_steps: int) -> float:
+    """α after ``global_step`` optimizer steps: linear from 0 over ``warmup_steps``, then α.
+
+    ALBEF ramps over the first epoch (α·min(1, i/len(loader))), because the
+    momentum model starts as a copy of an untrained one.
+    """
+    if warmup_steps <= 0:
+        return alpha
+    return alpha * min(1.0, global_step / warmup_steps)
