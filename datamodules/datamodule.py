@@ -11,10 +11,19 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, Sampler
 
 from vlp.datamodules.collate import Collate
-from vlp.datamodules.samples import as_samples
-from vlp.datamodules.transforms import CLIP_MEAN, CLIP_STD, Augment, eval_transform, train_transform
+from vlp.datamodules.samples import Views, as_samples
+from vlp.datamodules.transforms import (
+    CLIP_MEAN,
+    CLIP_STD,
+    Augment,
+    SecondView,
+    eval_transform,
+    second_view_transform,
+    train_transform,
+)
 
-PROVIDES = frozenset({"images", "text"})
+PROVIDES = frozenset({"images", "text", "images_aug"})
+MODEL_SIDE = frozenset({"fusion"})  # needs the model, not the data, satisfies
 
 
 class EvalShardSampler(DistributedSampler):
@@ -43,6 +52,8 @@ class VLPDataModule(LightningDataModule):
         num_workers: data loader processes per rank.
         image_size: side of the square images the model sees.
         augment: training augmentation.
+        second_view: augmentation of the second view ``images_aug``, built only
+            when an objective needs it (TCL's IMC and momentum branch).
         shuffle: shuffle map-style training data each epoch.
         seed: the shuffling seed (the same on every rank, so ranks split one permutation).
         mean, std: image normalisation (CLIP's by default).
@@ -51,6 +62,8 @@ class VLPDataModule(LightningDataModule):
             from an evaluation source that has them (the in-memory synthetic scenes).
         tokenize: linked from the model by the CLI, so captions are tokenized
             the way the text encoder expects.
+        needs: the batch fields the model's objectives read, linked from the
+            model by the CLI; extra views are built only when listed here.
     """
 
     def __init__(
@@ -64,12 +77,14 @@ class VLPDataModule(LightningDataModule):
         num_workers: int = 2,
         image_size: int = 64,
         augment: Augment = Augment(),
+        second_view: SecondView = SecondView(),
         shuffle: bool = True,
         seed: int = 0,
         mean: tuple[float, float, float] = CLIP_MEAN,
         std: tuple[float, float, float] = CLIP_STD,
         classes_file: str | None = None,
         tokenize: Callable[[list[str]], dict[str, Tensor]] | None = None,
+        needs: frozenset[str] = frozenset({"images", "text"}),
     ) -> None:
         super().__init__()
         self.sources = {"train": train, "val": val, "test": test, "predict": predict}
@@ -79,6 +94,8 @@ class VLPDataModule(LightningDataModule):
         self.shuffle = shuffle
         self.seed = seed
         self.train_transform = train_transform(image_size, augment, mean, std)
+        self.second_view_transform = second_view_transform(image_size, second_view, mean, std)
+        self.needs = frozenset(needs)
         self.eval_transform = eval_transform(image_size, mean, std)
         self.tokenize = tokenize
         self.classes = json.loads(Path(classes_file).read_text()) if classes_file else {}
@@ -103,7 +120,7 @@ class VLPDataModule(LightningDataModule):
 
     def check_needs(self, needs: frozenset[str]) -> None:
         """Fail at start-up, not mid-epoch, when an objective needs a field we cannot build."""
-        missing = needs - PROVIDES
+        missing = needs - PROVIDES - MODEL_SIDE
         if missing:
             raise ValueError(
                 f"objectives need batch fields {sorted(missing)}; data provides {sorted(PROVIDES)}"
@@ -115,8 +132,12 @@ class VLPDataModule(LightningDataModule):
             raise ValueError(f"data.{split} is not set: give a source for the {split} split")
         if self.tokenize is None:
             raise ValueError("data.tokenize is not set (the CLI links it from the model)")
-        transform = self.train_transform if train else self.eval_transform
-        dataset = as_samples(source, transform, all_captions=not train)
+        if train:
+            extra = {"images_aug": self.second_view_transform} if "images_aug" in self.needs else {}
+            views = Views(self.train_transform, extra)
+        else:
+            views = Views(self.eval_transform)
+        dataset = as_samples(source, views, all_captions=not train)
         streaming = isinstance(dataset, IterableDataset)
         return DataLoader(
             dataset,

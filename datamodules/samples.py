@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -15,56 +16,97 @@ from vlp.datamodules.records import ImageTextRecord, SkippedRecord
 
 @dataclass
 class Sample:
-    """One transformed image with the captions a batch will carry for it."""
+    """One transformed image with the captions a batch will carry for it.
+
+    ``hard_negatives[c]`` are false captions close to ``captions[c]`` (attributes
+    or relation swapped), kept only in evaluation and only when the source has
+    them for every caption; otherwise empty.
+    """
 
     image: Tensor
     captions: list[str]
     image_id: int
     label: int
     dropped_captions: Counter
+    hard_negatives: list[list[str]] = field(default_factory=list)
+    extra_views: dict[str, Tensor] = field(default_factory=dict)  # e.g. TCL's "images_aug"
+
+
+@dataclass(frozen=True)
+class Views:
+    """The transform of the main image, and of any extra views objectives asked for."""
+
+    main: Callable
+    extra: dict[str, Callable] = field(default_factory=dict)
 
 
 def to_sample(
     record: ImageTextRecord | SkippedRecord,
-    transform: Callable,
+    views: Views,
     all_captions: bool,
 ) -> Sample | SkippedRecord:
-    """Training draws one caption per image per visit (ALBEF); evaluation keeps them all."""
+    """Training draws one caption per image per visit (ALBEF); evaluation keeps them all,
+    with their hard negatives."""
     if isinstance(record, SkippedRecord):
         return record
     captions = list(record.captions)
     if not all_captions:
         captions = [captions[int(torch.randint(len(captions), ()))]]
     return Sample(
-        image=transform(record.image),
+        image=views.main(record.image),
+        extra_views={name: view(record.image) for name, view in views.extra.items()},
         captions=captions,
         image_id=record.image_id,
         label=record.label,
         dropped_captions=Counter(record.meta.get("dropped_captions", {})),
+        hard_negatives=hard_negative_texts(record.meta, len(captions)) if all_captions else [],
     )
+
+
+def hard_negative_texts(meta: dict[str, Any], num_captions: int) -> list[list[str]]:
+    """``meta["hard_negatives"]`` as texts per caption; empty unless it lines up with the captions.
+
+    A record whose bad captions were dropped no longer lines up, so it gets none
+    rather than negatives attached to the wrong caption.
+    """
+    negatives = meta.get("hard_negatives")
+    if (
+        not isinstance(negatives, list)
+        or len(negatives) != num_captions
+        or meta.get("dropped_captions")
+    ):
+        return []
+    texts = []
+    for per_caption in negatives:
+        if not isinstance(per_caption, list):
+            return []
+        texts.append([n.get("text") if isinstance(n, dict) else n for n in per_caption])
+    if not all(isinstance(t, str) and t for per_caption in texts for t in per_caption):
+        return []
+    return texts
 
 
 class MappedSamples(Dataset):
     """A map-style source seen through :func:`to_sample`."""
 
-    def __init__(self, source: Dataset, transform: Callable, all_captions: bool) -> None:
+    def __init__(self, source: Dataset, views: Views, all_captions: bool) -> None:
         self.source = source
-        self.transform = transform
+        self.views = views
         self.all_captions = all_captions
 
     def __len__(self) -> int:
         return len(self.source)
 
     def __getitem__(self, index: int) -> Sample | SkippedRecord:
-        return to_sample(self.source[index], self.transform, self.all_captions)
+        return to_sample(self.source[index], self.views, self.all_captions)
 
 
 class StreamedSamples(IterableDataset):
     """A streaming source (it splits itself by rank and worker) seen through :func:`to_sample`."""
 
-    def __init__(self, source: IterableDataset, transform: Callable, all_captions: bool) -> None:
+    def __init__(self, source: IterableDataset, views: Views, all_captions: bool) -> None:
         self.source = source
-        self.transform = transform
+        self.views = views
         self.all_captions = all_captions
 
     def set_epoch(self, epoch: int) -> None:
@@ -73,9 +115,9 @@ class StreamedSamples(IterableDataset):
 
     def __iter__(self) -> Iterator[Sample | SkippedRecord]:
         for record in self.source:
-            yield to_sample(record, self.transform, self.all_captions)
+            yield to_sample(record, self.views, self.all_captions)
 
 
-def as_samples(source: Dataset, transform: Callable, all_captions: bool) -> Dataset:
+def as_samples(source: Dataset, views: Views, all_captions: bool) -> Dataset:
     wrapper = MappedSamples if not isinstance(source, IterableDataset) else StreamedSamples
-    return wrapper(source, transform, all_captions)
+    return wrapper(source, views, all_captions)

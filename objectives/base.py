@@ -25,7 +25,8 @@ class Objective(nn.Module):
         weight: this objective's weight in the total loss.
     """
 
-    #: batch fields this objective reads; the data module prepares only these
+    #: batch fields this objective reads (the data module prepares only these),
+    #: plus "fusion" when it needs the fusion encoder (the module builds it only then)
     needs: ClassVar[frozenset[str]] = frozenset({"images", "text"})
     #: short name used as the logging prefix
     name: ClassVar[str] = "objective"

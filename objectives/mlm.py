@@ -122,7 +122,9 @@ class MaskedLanguageModeling(Objective):
         self.alpha = alpha  # α
         self.alpha_warmup_steps = alpha_warmup_steps
         self.teacher_view = teacher_view
-        self.needs = frozenset({"images", "text", teacher_view} if distill else {"images", "text"})
+        self.needs = frozenset(
+            {"images", "text", "fusion"} | ({teacher_view} if distill else set())
+        )
         schedule = DecaySchedule(momentum)
         self.teacher_schedule = schedule
         self.vision_teacher = TeacherSpec("vision", schedule)

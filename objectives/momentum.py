@@ -91,8 +91,7 @@ class MomentumContrastive(Contrastive):
         schedule = DecaySchedule(momentum)
         self.vision_teacher = TeacherSpec("vision", schedule)
         self.text_teacher = TeacherSpec("text", schedule, dropout=momentum_dropout)
-        if momentum_view != "images":
-            self.needs = self.needs | {"second_view"}
+        self.needs = self.needs | {momentum_view}
 
     def bind(self, encoders: Encoders) -> None:
         super().bind(encoders)

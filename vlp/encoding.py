@@ -26,3 +26,12 @@ class Encoding:
         if self.mask is not None:
             return self.mask
         return self.tokens.new_ones(self.tokens.shape[:2], dtype=self.tokens.dtype).long()
+
+    def rows(self, index: Tensor) -> Encoding:
+        """The encoding of the selected batch rows (e.g. hard negatives)."""
+        return Encoding(
+            pooled=self.pooled[index],
+            tokens=self.tokens[index],
+            mask=None if self.mask is None else self.mask[index],
+            hidden_states=tuple(h[index] for h in self.hidden_states),
+        )

@@ -42,8 +42,8 @@ class VLPModule(LightningModule):
         vision_encoder: the image tower (any timm model).
         text_encoder: the text tower (any Hugging Face encoder) and its tokenizer.
         objectives: the pretraining objectives, each with its own weight.
-        fusion: sizes of the text-attends-to-image encoder; only objectives
-            that fuse (ITM, MLM) need it.
+        fusion: sizes of the text-attends-to-image encoder, built only when an
+            objective needs it (ITM, MLM), so unused weights never reach DDP.
         optimizer: built from the parameter groups (no decay on vectors).
         schedule: the learning-rate schedule.
         freeze: names of modules to keep fixed, e.g. ``encoders.text`` to
@@ -67,7 +67,12 @@ class VLPModule(LightningModule):
         super().__init__()
         if not objectives:
             raise ValueError("model.objectives is empty: configure at least one objective")
-        self.encoders = Encoders(vision_encoder, text_encoder, fusion)
+        fuses = any("fusion" in o.needs for o in objectives)
+        if fuses and fusion is None:
+            raise ValueError(
+                "an objective needs the fusion encoder: set model.fusion in the config"
+            )
+        self.encoders = Encoders(vision_encoder, text_encoder, fusion if fuses else None)
         self.objectives = nn.ModuleList(objectives)
         for objective in objectives:
             objective.bind(self.encoders)

@@ -15,7 +15,7 @@ from vlp.datamodules.collate import Collate
 from vlp.datamodules.datamodule import EvalShardSampler, VLPDataModule
 from vlp.datamodules.formats.writers import FORMATS, open_written, write_records
 from vlp.datamodules.records import SkippedRecord
-from vlp.datamodules.samples import Sample
+from vlp.datamodules.samples import Sample, hard_negative_texts
 from vlp.datamodules.synthetic import SyntheticScenes
 from vlp.encoders import TextEncoder
 
@@ -89,5 +89,70 @@ def test_classes_file_feeds_zero_shot(tmp_path: Path, tokenize) -> None:
 def test_objective_needs_are_checked_at_start_up(tokenize) -> None:
     data = VLPDataModule(tokenize=tokenize)
     data.check_needs(frozenset({"images", "text"}))
-    with pytest.raises(ValueError, match="second_view"):
-        data.check_needs(frozenset({"images", "second_view"}))
+    data.check_needs(frozenset({"images", "images_aug", "fusion"}))
+    with pytest.raises(ValueError, match="block_mask"):
+        data.check_needs(frozenset({"images", "block_mask"}))
+
+
+def test_evaluation_batches_carry_each_captions_hard_negatives(tokenize) -> None:
+    scenes = SyntheticScenes("val", num_images=3, image_size=32, captions_per_image=2)
+    (batch,) = eval_batches(scenes, tokenize)
+    texts, rows = [], []
+    for index in range(len(scenes)):
+        for c, negatives in enumerate(scenes[index].meta["hard_negatives"]):
+            texts += [negative["text"] for negative in negatives]
+            rows += [2 * index + c] * len(negatives)
+    assert batch["negative_text_index"].tolist() == rows
+    expected = tokenize(texts)
+    assert torch.equal(batch["negative_ids"], expected["text_ids"])
+    assert torch.equal(batch["negative_mask"], expected["text_mask"])
+
+
+def test_training_and_sources_without_negatives_carry_none(tokenize) -> None:
+    scenes = SyntheticScenes("train", num_images=4, image_size=32, captions_per_image=2)
+    data = VLPDataModule(
+        train=scenes, batch_size=4, num_workers=0, image_size=32, tokenize=tokenize
+    )
+    assert "negative_ids" not in next(iter(data.train_dataloader()))
+    sample = Sample(torch.zeros(3, 4, 4), ["a red circle"], 5, 1, Counter())
+    assert "negative_ids" not in Collate(tokenize)([sample])
+
+
+def test_negatives_that_no_longer_line_up_with_the_captions_are_dropped() -> None:
+    negatives = [[{"kind": "shape_change", "text": "a blue star"}], [{"kind": "x", "text": "b"}]]
+    assert hard_negative_texts({"hard_negatives": negatives}, 2) == [["a blue star"], ["b"]]
+    assert hard_negative_texts({"hard_negatives": negatives}, 3) == []
+    dropped = {"hard_negatives": negatives, "dropped_captions": {"empty_caption": 1}}
+    assert hard_negative_texts(dropped, 2) == []
+    assert hard_negative_texts({"hard_negatives": "oops"}, 2) == []
+    assert hard_negative_texts({"hard_negatives": [[{"kind": "x"}], []]}, 2) == []
+    assert hard_negative_texts({}, 2) == []
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_format_keeps_the_hard_negatives(fmt: str, tmp_path: Path, tokenize) -> None:
+    scenes = SyntheticScenes("val", num_images=4, image_size=32, captions_per_image=2)
+    path = write_records((scenes[i] for i in range(len(scenes))), tmp_path, fmt, shard_size=4)
+    (expected,) = eval_batches(scenes, tokenize)
+    (got,) = eval_batches(open_written(path, fmt), tokenize)
+    for field in ("negative_ids", "negative_mask", "negative_text_index"):
+        assert torch.equal(got[field], expected[field]), field
+
+
+def test_second_view_is_built_only_when_an_objective_needs_it(tokenize) -> None:
+    scenes = SyntheticScenes("train", num_images=8, image_size=32)
+    plain = VLPDataModule(
+        train=scenes, batch_size=4, num_workers=0, image_size=32, tokenize=tokenize
+    )
+    assert "images_aug" not in next(iter(plain.train_dataloader()))
+    tcl = VLPDataModule(
+        train=scenes,
+        batch_size=4,
+        num_workers=0,
+        image_size=32,
+        tokenize=tokenize,
+        needs=frozenset({"images", "text", "images_aug"}),
+    )
+    batch = next(iter(tcl.train_dataloader()))
+    assert batch["images_aug"].shape == batch["images"].shape
+    assert not torch.equal(batch["images_aug"], batch["images"])

@@ -195,9 +195,9 @@ def test_masks_are_reproducible_for_a_seed_and_use_the_tokenizer(setup) -> None:
 
 def test_needs_and_teachers_follow_the_configuration(tiny_vision, tiny_text) -> None:
     plain = MaskedLanguageModeling()
-    assert plain.needs == {"images", "text"} and plain.teacher_specs() == ()
+    assert plain.needs == {"images", "text", "fusion"} and plain.teacher_specs() == ()
     tcl = MaskedLanguageModeling(distill=True, teacher_view="images_aug")
-    assert tcl.needs == {"images", "text", "images_aug"}
+    assert tcl.needs == {"images", "text", "fusion", "images_aug"}
     shared = {TeacherSpec(s, DecaySchedule(0.995)).key for s in ("vision", "text", "fusion")}
     assert {spec.key for spec in tcl.teacher_specs()} == shared
     with pytest.raises(ValueError, match="fusion"):

@@ -125,7 +125,7 @@ def test_tcl_variant_feeds_the_second_view_to_the_momentum_image_encoder() -> No
     seen: list = []
     objective(make_step(objective, V, W, V_M, W_M, ids=[0, 1, 2], seen=seen))
     assert seen == ["view-2"]
-    assert "second_view" in objective.needs
+    assert "images_aug" in objective.needs
 
 
 def test_gradient_flows_to_the_online_side_only() -> None:

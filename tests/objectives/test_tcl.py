@@ -143,4 +143,4 @@ def test_imc_terms_and_six_term_mean() -> None:
     ablated.bind(
         SimpleNamespace(vision=SimpleNamespace(width=dim), text=SimpleNamespace(width=dim))
     )
-    assert ablated.imc is False and "second_view" in ablated.needs
+    assert ablated.imc is False and "images_aug" in ablated.needs

@@ -1,7 +1,10 @@
 """Collects embeddings over an evaluation epoch and turns them into the shared metrics.
 
-Metric names are part of the interface: ``retrieval/{i2t,t2i}_r{1,5,10}`` and
-``zeroshot/acc``, logged under ``val/`` or ``test/``.
+Metric names are part of the interface, logged under ``val/`` or ``test/``:
+``retrieval/{i2t,t2i}_r{1,5,10}``, ``zeroshot/acc``, and with an ITM objective
+and a fusion encoder ``retrieval_itm/{i2t,t2i}_r{1,5,10}`` (ITM re-ranking);
+``compositional/itc_acc`` (and ``compositional/itm_acc``) when the data carries
+hard-negative captions.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from torch import Tensor
 
 from vlp.distributed import gather_no_grad
 from vlp.encoding import Encoding
+from vlp.evaluation.compositional import compositional_outcomes
+from vlp.evaluation.rerank import TokenStore, fusion_scorer, itm_reranked_recall
 from vlp.evaluation.retrieval import retrieval_recall
 from vlp.evaluation.zeroshot import class_embeddings, class_prompts, zeroshot_accuracy
 
@@ -28,6 +33,14 @@ class Embedder(Protocol):
     def embed_text(self, text: Encoding) -> Tensor: ...
 
 
+class Matcher(Protocol):
+    """An objective that scores fused (text, image) pairs (e.g. ITM)."""
+
+    rerank_k: int
+
+    def match_logit(self, fused: Encoding) -> Tensor: ...
+
+
 class Evaluator:
     """Accumulates image/text embeddings of one evaluation epoch on every rank."""
 
@@ -35,6 +48,7 @@ class Evaluator:
         self._model = model
         self.ks = ks
         self._parts: dict[str, list[Tensor]] = {}
+        self._tokens = TokenStore()
 
     @property
     def embedder(self) -> Embedder | None:
@@ -43,28 +57,76 @@ class Evaluator:
                 return objective
         return None
 
-    @torch.no_grad()
-    def embed(self, batch: dict[str, Any]) -> dict[str, Tensor]:
-        """Normalised embeddings of a batch's images and captions, with their ids."""
+    @property
+    def matcher(self) -> Matcher | None:
+        """The objective that scores fused pairs, when there is one and a fusion encoder."""
+        if self._model.encoders.fusion is None:
+            return None
+        for objective in self._model.objectives:
+            if hasattr(objective, "match_logit"):
+                return objective
+        return None
+
+    @property
+    def rerank_k(self) -> int:
+        matcher = self.matcher
+        return 0 if matcher is None else getattr(matcher, "rerank_k", 16)
+
+    def _require_embedder(self) -> Embedder:
         embedder = self.embedder
         if embedder is None:
             raise ValueError("no objective defines an image–text embedding (add e.g. ITC)")
+        return embedder
+
+    @torch.no_grad()
+    def embed(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """Normalised embeddings of a batch's images and captions, with their ids."""
+        self._require_embedder()
+        image, text = self._encode(batch)
+        return self._embeddings(batch, image, text)
+
+    def _encode(self, batch: dict[str, Any]) -> tuple[Encoding, Encoding]:
         encoders = self._model.encoders
+        return encoders.vision(batch["images"]), encoders.text(
+            batch["text_ids"], batch["text_mask"]
+        )
+
+    def _embeddings(
+        self, batch: dict[str, Any], image: Encoding, text: Encoding
+    ) -> dict[str, Tensor]:
+        embedder = self._require_embedder()
         return {
-            "image_embeddings": embedder.embed_image(encoders.vision(batch["images"])),
+            "image_embeddings": embedder.embed_image(image),
             "image_ids": batch["image_ids"],
             "labels": batch["labels"],
-            "text_embeddings": embedder.embed_text(
-                encoders.text(batch["text_ids"], batch["text_mask"])
-            ),
+            "text_embeddings": embedder.embed_text(text),
             "text_image_ids": batch["text_image_ids"],
         }
 
+    @torch.no_grad()
     def add(self, batch: dict[str, Any]) -> None:
-        if self.embedder is None:
+        embedder = self.embedder
+        if embedder is None:
             return
-        for name, value in self.embed(batch).items():
+        image, text = self._encode(batch)
+        matcher = self.matcher
+        parts = self._embeddings(batch, image, text)
+        parts.update(
+            compositional_outcomes(
+                batch,
+                image,
+                text,
+                embedder.embed_image,
+                embedder.embed_text,
+                self._model.encoders.text,
+                self._model.encoders.fusion,
+                None if matcher is None else matcher.match_logit,
+            )
+        )
+        for name, value in parts.items():
             self._parts.setdefault(name, []).append(value)
+        if self.rerank_k > 0:
+            self._tokens.add(image, text)
 
     def compute(
         self, class_names: list[str] | None, prompt_templates: list[str] | None
@@ -73,7 +135,7 @@ class Evaluator:
         if not self._parts:
             return {}
         parts = {name: gather_no_grad(torch.cat(values)) for name, values in self._parts.items()}
-        self._parts = {}
+        tokens, self._parts, self._tokens = self._tokens, {}, TokenStore()
         similarity = parts["image_embeddings"] @ parts["text_embeddings"].T
         metrics = {
             f"retrieval/{name}": value
@@ -81,11 +143,28 @@ class Evaluator:
                 similarity, parts["image_ids"], parts["text_image_ids"], self.ks
             ).items()
         }
+        if len(tokens) and self.matcher is not None:
+            metrics.update(self._reranked(similarity, parts, tokens))
+        for kind in ("itc", "itm"):
+            outcomes = parts.get(f"compositional_{kind}")
+            if outcomes is not None and outcomes.numel() > 0:
+                metrics[f"compositional/{kind}_acc"] = outcomes.mean().item()
         labels = parts["labels"]
         if class_names and prompt_templates and (labels >= 0).any():
             classes = self._class_embeddings(class_names, prompt_templates)
             metrics["zeroshot/acc"] = zeroshot_accuracy(parts["image_embeddings"], classes, labels)
         return metrics
+
+    def _reranked(
+        self, similarity: Tensor, parts: dict[str, Tensor], tokens: TokenStore
+    ) -> dict[str, float]:
+        images, texts = tokens.gathered()
+        fusion = self._model.encoders.fusion
+        scorer = fusion_scorer(fusion, self.matcher.match_logit, images, texts)
+        recall = itm_reranked_recall(
+            similarity, parts["image_ids"], parts["text_image_ids"], self.rerank_k, scorer, self.ks
+        )
+        return {f"retrieval_itm/{name}": value for name, value in recall.items()}
 
     def _class_embeddings(self, class_names: list[str], templates: list[str]) -> Tensor:
         text_encoder = self._model.encoders.text
