@@ -1,7 +1,9 @@
-"""Run one SGD step of the ITC model on the first 2B synthetic samples; save loss and weights.
+"""Run SGD steps of a tiny model on the first synthetic samples; save losses and weights.
 
 Launched by ``test_ddp_equivalence.py`` as ``python -m tests.distributed.one_step DEVICES
-BATCH OUT`` so that Lightning's DDP launcher can re-run it in each process.
+BATCH OUT OBJECTIVE STEPS`` so that Lightning's DDP launcher can re-run it in each process.
+OBJECTIVE is ``itc`` (in-batch, gathered with gradients) or ``tcl`` (momentum
+distillation, queues, IMC and LMI; deterministic: no second view, no dropout).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from vlp.datamodules.transforms import Augment
 from vlp.encoders import TextEncoder, VisionEncoder
 from vlp.module import Schedule, VLPModule
 from vlp.objectives.contrastive import Contrastive
+from vlp.objectives.tcl import TripleContrastive
 
 
 class RecordLoss(Callback):
@@ -37,7 +40,15 @@ class RecordLoss(Callback):
         self.losses.append(loss.item())
 
 
-def main(devices: int, batch_size: int, out: Path) -> None:
+def objective(name: str):
+    if name == "itc":
+        return Contrastive(embed_dim=16)
+    return TripleContrastive(
+        embed_dim=16, queue_size=64, momentum_view="images", momentum_dropout=False
+    )
+
+
+def main(devices: int, batch_size: int, out: Path, name: str, steps: int) -> None:
     seed_everything(0)
     model = VLPModule(
         VisionEncoder(
@@ -46,7 +57,7 @@ def main(devices: int, batch_size: int, out: Path) -> None:
             model_kwargs=TINY_VISION,
         ),
         TextEncoder(config=TINY_TEXT, max_length=16),
-        [Contrastive(embed_dim=16)],
+        [objective(name)],
         optimizer=lambda params: torch.optim.SGD(params, lr=0.5),
         schedule=Schedule(warmup_steps=0, min_lr_ratio=1.0),
     )
@@ -64,7 +75,7 @@ def main(devices: int, batch_size: int, out: Path) -> None:
         accelerator="cpu",
         devices=devices,
         strategy="ddp" if devices > 1 else "auto",
-        max_steps=1,
+        max_steps=steps,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -79,4 +90,4 @@ def main(devices: int, batch_size: int, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]))
+    main(int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4], int(sys.argv[5]))
