@@ -43,6 +43,7 @@ def test_offline_minilm_package_loads_pretrained_weights() -> None:
         ).pooled
     sims = F.normalize(out, dim=-1) @ F.normalize(out, dim=-1).T
     assert encoder.width == 384
+    assert TextEncoder(MINILM).model.training  # dropout as configured once training starts
     assert sims[0, 1] > sims[0, 2]  # a trained model, not random weights
 
 

@@ -67,6 +67,7 @@ class TextEncoder(nn.Module):
             self.model = AutoModel.from_pretrained(
                 resolve_model_path(name_or_path), trust_remote_code=trust_remote_code
             )
+            self.model.train()  # from_pretrained returns eval mode; Lightning keeps modes as found
         if getattr(self.model, "pooler", None) is not None:
             # BERT-style poolers are never used here; parameters without gradients
             # would leave DDP's gradient buckets unreduced.
