@@ -104,6 +104,7 @@ def test_each_objective_logs_its_own_terms() -> None:
 
 def test_freeze_keeps_weights_fixed_and_in_eval_mode() -> None:
     model = tiny_model([Contrastive(embed_dim=8)], freeze=("encoders.text",))
+    assert not model.encoders.text.training  # Lightning keeps the modes it finds
     model.train()
     assert not model.encoders.text.training and model.encoders.vision.training
     assert all(not p.requires_grad for p in model.encoders.text.parameters())

@@ -96,7 +96,7 @@ class VLPModule(LightningModule):
         if unknown:
             raise ValueError(f"model.freeze: no module named {sorted(unknown)}")
         for module in modules:
-            module.requires_grad_(False)
+            module.requires_grad_(False).eval()
         return modules
 
     def train(self, mode: bool = True) -> VLPModule:
