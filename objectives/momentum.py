@@ -18,7 +18,7 @@ feeds the momentum image branch the second augmented view
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +61,7 @@ class MomentumContrastive(Contrastive):
         momentum_view: the batch field the momentum image encoder sees.
         momentum_dropout: keep dropout on in the momentum text encoder (TCL
             relies on it as the only text augmentation, SimCSE-style).
+        **kwargs: the arguments of :class:`Contrastive` (weight, embed_dim, τ, ...).
     """
 
     name = "itc_md"
@@ -68,22 +69,15 @@ class MomentumContrastive(Contrastive):
 
     def __init__(
         self,
-        weight: float = 1.0,
-        embed_dim: int = 256,
-        temperature: float = 0.07,
-        temperature_range: tuple[float, float] = (0.001, 0.5),
-        learn_temperature: bool = True,
-        image_id_positives: bool = True,
         queue_size: int = 65536,
         momentum: float = 0.995,
         alpha: float = 0.4,
         alpha_warmup_steps: int = 0,
         momentum_view: str = "images",
         momentum_dropout: bool = False,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            weight, embed_dim, temperature, temperature_range, learn_temperature, image_id_positives
-        )
+        super().__init__(**kwargs)
         self.queue_size = queue_size
         self.alpha = alpha
         self.alpha_warmup_steps = alpha_warmup_steps

@@ -21,6 +21,8 @@ negatives and 2-process DDP matches 1 process on the same global batch.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -80,44 +82,23 @@ class TripleContrastive(MomentumContrastive):
         imc: add the intra-modal terms L_i2i and L_t2t.
         lmi: add the local mutual-information terms for image and text.
         lmi_regions_per_side: pooled regions per side of the patch grid (TCL: 4, 16 regions).
-        (others as in :class:`MomentumContrastive`; TCL's defaults feed the momentum
-        image branch the second view and keep dropout in the momentum text encoder.)
+        momentum_view, momentum_dropout: TCL's defaults feed the momentum image
+            branch the second view and keep dropout in the momentum text encoder.
+        **kwargs: the arguments of :class:`MomentumContrastive`.
     """
 
     name = "tcl"
 
     def __init__(
         self,
-        weight: float = 1.0,
-        embed_dim: int = 256,
-        temperature: float = 0.07,
-        temperature_range: tuple[float, float] = (0.001, 0.5),
-        learn_temperature: bool = True,
-        image_id_positives: bool = True,
-        queue_size: int = 65536,
-        momentum: float = 0.995,
-        alpha: float = 0.4,
-        alpha_warmup_steps: int = 0,
-        momentum_view: str = "images_aug",
-        momentum_dropout: bool = True,
         imc: bool = True,
         lmi: bool = True,
         lmi_regions_per_side: int = 4,
+        momentum_view: str = "images_aug",
+        momentum_dropout: bool = True,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            weight,
-            embed_dim,
-            temperature,
-            temperature_range,
-            learn_temperature,
-            image_id_positives,
-            queue_size,
-            momentum,
-            alpha,
-            alpha_warmup_steps,
-            momentum_view,
-            momentum_dropout,
-        )
+        super().__init__(momentum_view=momentum_view, momentum_dropout=momentum_dropout, **kwargs)
         self.imc = imc
         self.lmi = lmi
         self.lmi_regions_per_side = lmi_regions_per_side

@@ -7,11 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import CSVLogger
 
-from tests.tiny import TINY_TEXT, TINY_VISION
-from vlp.datamodules.datamodule import VLPDataModule
+from tests.tiny import TINY_TEXT, TINY_VISION, quiet_trainer, tiny_data
 from vlp.datamodules.formats.manifest import JsonlManifest
 from vlp.datamodules.formats.writers import write_records
 from vlp.datamodules.records import BadSampleError
@@ -39,20 +37,10 @@ def fit(manifest: Path, log_dir: Path, on_error: str) -> Path:
         TextEncoder(config=TINY_TEXT, max_length=16),
         [Contrastive(embed_dim=8)],
     )
-    data = VLPDataModule(
-        train=JsonlManifest(manifest, on_error=on_error),
-        batch_size=4,
-        num_workers=0,
-        image_size=32,
-        tokenize=model.tokenize,
-    )
-    trainer = Trainer(
+    data = tiny_data(JsonlManifest(manifest, on_error=on_error), model.tokenize)
+    trainer = quiet_trainer(
         max_epochs=2,
         logger=CSVLogger(log_dir, name="bad"),
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
     )
     trainer.fit(model, data)
     return Path(trainer.logger.log_dir) / "metrics.csv"

@@ -6,10 +6,9 @@ from typing import ClassVar
 
 import pytest
 import torch
-from lightning.pytorch import Callback, Trainer
+from lightning.pytorch import Callback
 
-from tests.tiny import TINY_TEXT, TINY_VISION
-from vlp.datamodules.datamodule import VLPDataModule
+from tests.tiny import TINY_TEXT, TINY_VISION, quiet_trainer, tiny_data
 from vlp.datamodules.synthetic import SyntheticScenes
 from vlp.encoders import TextEncoder, VisionEncoder
 from vlp.module import VLPModule
@@ -73,20 +72,10 @@ def test_teachers_update_once_per_optimizer_step_from_the_new_weights() -> None:
                 for e, p in zip(expected, pl_module.encoders.vision.parameters(), strict=True):
                     e.mul_(0.5).add_(0.5 * p.detach())
 
-    data = VLPDataModule(
-        train=SyntheticScenes("train", 16, image_size=32),
-        batch_size=4,
-        num_workers=0,
-        image_size=32,
-        tokenize=model.tokenize,
-    )
-    trainer = Trainer(
+    data = tiny_data(SyntheticScenes("train", 16, image_size=32), model.tokenize)
+    trainer = quiet_trainer(
         max_steps=2,
         accumulate_grad_batches=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=[FollowEMA()],
     )
     trainer.fit(model, data)

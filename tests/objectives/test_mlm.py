@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from tests.tiny import quiet_trainer, tiny_data
 from vlp.encoders import Encoders, FusionConfig
 from vlp.masking import IGNORE_INDEX, MaskedTokens
 from vlp.objectives.mlm import (
@@ -207,9 +208,7 @@ def test_needs_and_teachers_follow_the_configuration(tiny_vision, tiny_text) -> 
 def test_trains_in_the_module_and_its_head_teacher_follows_each_optimizer_step(
     tiny_vision, tiny_text
 ) -> None:
-    from lightning.pytorch import Trainer
 
-    from vlp.datamodules.datamodule import VLPDataModule
     from vlp.datamodules.synthetic import SyntheticScenes
     from vlp.module import VLPModule
 
@@ -217,19 +216,9 @@ def test_trains_in_the_module_and_its_head_teacher_follows_each_optimizer_step(
     model = VLPModule(tiny_vision, tiny_text, [mlm], fusion=FusionConfig(depth=1, heads=2))
     assert {spec.key for spec in mlm.teacher_specs()} == set(model.teachers)
     start = mlm.head_teacher.module.dense.weight.clone()
-    data = VLPDataModule(
-        train=SyntheticScenes("train", 8, image_size=32),
-        batch_size=4,
-        num_workers=0,
-        image_size=32,
-        tokenize=model.tokenize,
-    )
-    trainer = Trainer(
+    data = tiny_data(SyntheticScenes("train", 8, image_size=32), model.tokenize)
+    trainer = quiet_trainer(
         max_steps=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
     )
     trainer.fit(model, data)
     assert int(mlm.head_teacher.updates) == 2
