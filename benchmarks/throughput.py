@@ -24,8 +24,9 @@ for ``vlp fit``. How each number is measured, and why this way:
   all need a live trainer; a hand loop would re-implement them and measure
   something else. Throughput = N × batch size / (end of step W+N − start of step W+1).
 - FLOPs: ``FlopCounterMode`` around the first warm-up step (never timed):
-  forward + backward of matmuls, convolutions and attention; elementwise work
-  and the optimizer are not counted, as in the usual MFU definition.
+  forward + backward of matmuls, convolutions and attention (torch's formulas,
+  which we also register for the CPU flash-attention kernel torch leaves out);
+  elementwise work and the optimizer are not counted, as in the usual MFU definition.
 - Peak: the best of R timed ``torch.mm`` of S×S matrices in the training dtype
   (bf16/fp16 for mixed precision) on the training device with the same threads,
   measured before and after training; MFU = achieved FLOP/s / that peak.
@@ -52,11 +53,29 @@ from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch import Callback, LightningModule, Trainer
 from rich.console import Console
 from rich.table import Table
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from vlp.cli import run_cli
 
 MATMUL_DTYPES = {"bf16": torch.bfloat16, "16": torch.float16}
+
+
+def _cpu_attention_flops(query, key, value, *args: Any, **kwargs: Any) -> int:
+    return sdpa_flop_count(query, key, value)
+
+
+def _cpu_attention_backward_flops(grad_out, query, key, value, *args: Any, **kwargs: Any) -> int:
+    return sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+# torch's counter knows the CUDA attention kernels but not the CPU flash kernel that
+# F.scaled_dot_product_attention runs on CPU; without these, CPU attention counts 0 FLOPs.
+CPU_ATTENTION_FLOPS = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: (
+        _cpu_attention_backward_flops
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -95,7 +114,7 @@ class StepTimer(Callback):
     def __init__(self, warmup: int, steps: int, device: torch.device) -> None:
         self.first, self.last = warmup, warmup + steps - 1
         self.device = device
-        self.counter = FlopCounterMode(display=False)
+        self.counter = FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS)
         self.flops = 0
         self.elapsed = 0.0
         self.cpu_seconds = 0.0
