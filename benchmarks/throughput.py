@@ -60,11 +60,16 @@ from vlp.cli import run_cli
 MATMUL_DTYPES = {"bf16": torch.bfloat16, "16": torch.float16}
 
 
-def _cpu_attention_flops(query, key, value, *args: Any, **kwargs: Any) -> int:
+Shape = tuple[int, ...]
+
+
+def _cpu_attention_flops(query: Shape, key: Shape, value: Shape, *args: Any, **kwargs: Any) -> int:
     return sdpa_flop_count(query, key, value)
 
 
-def _cpu_attention_backward_flops(grad_out, query, key, value, *args: Any, **kwargs: Any) -> int:
+def _cpu_attention_backward_flops(
+    grad_out: Shape, query: Shape, key: Shape, value: Shape, *args: Any, **kwargs: Any
+) -> int:
     return sdpa_backward_flop_count(grad_out, query, key, value)
 
 
