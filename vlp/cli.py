@@ -1,7 +1,8 @@
-"""``vlp fit|validate|test|predict`` (LightningCLI) and ``vlp data`` (write the embedded data)."""
+"""``vlp fit|validate|test|predict`` (LightningCLI) and the project's own subcommands."""
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -48,11 +49,16 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> VLPCLI:
     )
 
 
-def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "data":
-        from vlp.data_command import main as data_main
+#: subcommands outside LightningCLI: name -> module whose ``main(argv)`` runs it
+#: (imported only when used, so ``vlp fit`` never pays for them)
+COMMANDS = {
+    "data": "vlp.data_command",
+}
 
-        data_main(sys.argv[2:])
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] in COMMANDS:
+        importlib.import_module(COMMANDS[sys.argv[1]]).main(sys.argv[2:])
         return
     run_cli()
 
