@@ -1,0 +1,34 @@
+"""Which image each text token may cross-attend to (Flamingo §2.3, "per-image attention").
+
+φ(i) is the 1-based index of the last ``<image>`` at or before token ``i``; 0 means no
+image yet (text before the first image, left padding). Token ``i`` attends only to the
+visual tokens of image φ(i); earlier images reach it through the LM's self-attention.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def media_index(
+    input_ids: Tensor, image_token_id: int, images_before: Tensor | None = None
+) -> Tensor:
+    """φ for every token: ``[B, L]`` ids → ``[B, L]`` image indices (0 = none).
+
+    ``images_before`` ([B]) counts the ``<image>`` tokens already consumed, for a chunk
+    that continues a sequence (KV-cached decoding feeds one new token at a time).
+    """
+    index = (input_ids == image_token_id).cumsum(dim=-1)
+    return index if images_before is None else index + images_before.unsqueeze(-1)
+
+
+def media_attention_mask(index: Tensor, num_media: int, num_latents: int) -> Tensor:
+    """Boolean ``[B, L, num_media · num_latents]``: True where a token may attend a visual token.
+
+    Visual keys are laid out image by image, ``num_latents`` per image. A token whose φ
+    is 0, or names an image beyond ``num_media``, gets an all-False row.
+    """
+    image_of_key = torch.arange(1, num_media + 1, device=index.device)
+    image_of_key = image_of_key.repeat_interleave(num_latents)
+    return index.unsqueeze(-1) == image_of_key
