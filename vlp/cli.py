@@ -53,6 +53,9 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> VLPCLI:
 #: (imported only when used, so ``vlp fit`` never pays for them)
 COMMANDS = {
     "data": "vlp.data_command",
+    "export": "vlp.export",
+    "sweep": "vlp.sweep",
+    "report": "vlp.report",
 }
 
 

@@ -1,0 +1,190 @@
+"""``vlp export``: every artefact reloads with plain transformers, timm, safetensors and
+onnxruntime and gives the trained module's embeddings."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+import yaml
+from safetensors.torch import load_file
+from transformers import AutoModel, AutoTokenizer
+
+from tests.tiny import TINY_TEXT, TINY_VISION
+from vlp.cli import COMMANDS, run_cli
+from vlp.export import last_metrics, model_card
+from vlp.module import VLPModule
+
+IMAGE_SIZE = 32
+CAPTIONS = ["a red circle", "two small green squares above a blue star", "a triangle"]
+ATOL = 1e-4
+
+
+def tiny_config(save_dir: Path) -> dict:
+    """A CLI config with momentum ITC (teachers, queues) and ITM (fusion, head) on tiny towers."""
+    scenes = "vlp.datamodules.synthetic.SyntheticScenes"
+    return {
+        "seed_everything": 0,
+        "trainer": {
+            "accelerator": "cpu",
+            "max_epochs": 1,
+            "limit_train_batches": 2,
+            "limit_val_batches": 1,
+            "log_every_n_steps": 1,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.CSVLogger",
+                "init_args": {"save_dir": str(save_dir), "name": "tiny"},
+            },
+        },
+        "model": {
+            "vision_encoder": {
+                "class_path": "vlp.encoders.VisionEncoder",
+                "init_args": {
+                    "name": "vit_tiny_patch16_224",
+                    "image_size": IMAGE_SIZE,
+                    "model_kwargs": TINY_VISION,
+                },
+            },
+            "text_encoder": {
+                "class_path": "vlp.encoders.TextEncoder",
+                "init_args": {"config": TINY_TEXT, "max_length": 16},
+            },
+            "fusion": {"depth": 1, "heads": 2},
+            "objectives": [
+                {
+                    "class_path": "vlp.objectives.momentum.MomentumContrastive",
+                    "init_args": {"embed_dim": 16, "queue_size": 8},
+                },
+                {"class_path": "vlp.objectives.itm.ImageTextMatching"},
+            ],
+        },
+        "data": {
+            "train": {"class_path": scenes, "init_args": {"split": "train", "num_images": 8}},
+            "val": {"class_path": scenes, "init_args": {"split": "val", "num_images": 8}},
+            "batch_size": 4,
+            "num_workers": 0,
+            "image_size": IMAGE_SIZE,
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[VLPModule, Path, Path]:
+    """Fit two steps through the CLI, export the checkpoint through ``vlp export``."""
+    root = tmp_path_factory.mktemp("export")
+    config = root / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(root / "runs")))
+    run_cli(["fit", "--config", str(config)])
+    run_dir = root / "runs/tiny/version_0"
+    checkpoint = next((run_dir / "checkpoints").glob("*.ckpt"))
+    out = root / "out"
+    importlib.import_module(COMMANDS["export"]).main([str(checkpoint), str(out)])
+    reference = run_cli(["--config", str(config)], run=False).model
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    reference.load_state_dict(state)
+    return reference.eval(), out, run_dir
+
+
+def images(count: int) -> torch.Tensor:
+    torch.manual_seed(1)
+    return torch.randn(count, 3, IMAGE_SIZE, IMAGE_SIZE)
+
+
+def module_embeddings(model: VLPModule) -> tuple[torch.Tensor, torch.Tensor]:
+    tokens = model.tokenize(CAPTIONS)
+    embedder = model.evaluator.embedder
+    with torch.no_grad():
+        image = model.encoders.vision(images(3))
+        text = model.encoders.text(tokens["text_ids"], tokens["text_mask"])
+        return embedder.embed_image(image), embedder.embed_text(text)
+
+
+def test_hugging_face_text_encoder_and_heads_give_the_text_embeddings(exported) -> None:
+    model, out, _ = exported
+    heads = load_file(out / "heads.safetensors")
+    spec = json.loads((out / "retrieval.json").read_text())
+    tokenizer = AutoTokenizer.from_pretrained(out / "text_encoder")
+    encoder = AutoModel.from_pretrained(out / "text_encoder").eval()
+    batch = tokenizer(CAPTIONS, padding="longest", return_tensors="pt")
+    with torch.no_grad():
+        cls = encoder(**batch).last_hidden_state[:, 0]
+    proj = spec["text_projection"]
+    text = F.normalize(F.linear(cls, heads[f"{proj}.weight"], heads[f"{proj}.bias"]), dim=-1)
+    assert spec["text_pooling"] == "cls"
+    assert torch.equal(batch["input_ids"], model.tokenize(CAPTIONS)["text_ids"])
+    torch.testing.assert_close(text, module_embeddings(model)[1], atol=ATOL, rtol=0)
+
+
+def test_timm_vision_encoder_and_heads_give_the_image_embeddings(exported) -> None:
+    model, out, _ = exported
+    heads = load_file(out / "heads.safetensors")
+    spec = json.loads((out / "retrieval.json").read_text())
+    encoder = timm.create_model(f"local-dir:{out / 'vision_encoder'}", pretrained=True).eval()
+    with torch.no_grad():
+        pooled = encoder(images(3))  # num_classes=0: the pooled pre-logits features
+    proj = spec["image_projection"]
+    image = F.normalize(F.linear(pooled, heads[f"{proj}.weight"], heads[f"{proj}.bias"]), dim=-1)
+    assert list(encoder.pretrained_cfg["mean"]) == spec["mean"]
+    torch.testing.assert_close(image, module_embeddings(model)[0], atol=ATOL, rtol=0)
+
+
+def test_onnx_towers_give_the_embeddings_at_other_batch_sizes_and_lengths(exported) -> None:
+    model, out, _ = exported
+    image_ref, text_ref = module_embeddings(model)
+    image_tower = onnxruntime.InferenceSession(str(out / "image_tower.onnx"))
+    (image,) = image_tower.run(None, {"images": images(3).numpy()})
+    np.testing.assert_allclose(image, image_ref.numpy(), atol=ATOL, rtol=0)
+    text_tower = onnxruntime.InferenceSession(str(out / "text_tower.onnx"))
+    tokens = model.tokenize(CAPTIONS)
+    assert tokens["text_ids"].shape[1] != 2  # not the export's example length
+    (text,) = text_tower.run(None, {k: v.numpy() for k, v in tokens.items()})
+    np.testing.assert_allclose(text, text_ref.numpy(), atol=ATOL, rtol=0)
+    (one,) = text_tower.run(None, {k: v[:1, :4].numpy() for k, v in tokens.items()})
+    assert one.shape == (1, image.shape[1])
+
+
+def test_heads_hold_every_inference_weight_and_no_training_state(exported) -> None:
+    model, out, _ = exported
+    heads = load_file(out / "heads.safetensors")
+    state = model.state_dict()
+    for key, value in heads.items():
+        torch.testing.assert_close(value, state[key], atol=0, rtol=0)
+    assert {"objectives.0.temperature", "objectives.1.head.weight"} <= set(heads)
+    assert any(key.startswith("encoders.fusion.") for key in heads)
+    assert not any(
+        key.startswith(("encoders.vision.", "encoders.text.", "teachers.")) for key in heads
+    )
+    assert not any("_queue." in key or "_proj_m." in key for key in heads)
+
+
+def test_config_and_model_card_come_from_the_run(exported) -> None:
+    _, out, run_dir = exported
+    assert (out / "config.yaml").read_text() == (run_dir / "config.yaml").read_text()
+    card = (out / "README.md").read_text()
+    loss = last_metrics([run_dir])["train/loss"][0]
+    assert f"| `train/loss` | {float(loss):.4g} |" in card
+    assert "| `objectives.0.temperature` | [] |" in card
+
+
+def test_model_card_says_when_no_metrics_were_found() -> None:
+    config = {"model": {"objectives": [{"class_path": "Contrastive"}]}}
+    spec = {k: "" for k in ("image_size", "image_projection", "text_projection", "text_pooling")}
+    card = model_card(config, {}, {}, {**spec, "mean": (), "std": (), "max_length": 1})
+    assert "No `metrics.csv` was found" in card
+
+
+def test_export_without_a_run_folder_asks_for_the_config(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "a/b/last.ckpt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.touch()
+    with pytest.raises(FileNotFoundError, match="--config"):
+        importlib.import_module(COMMANDS["export"]).main([str(checkpoint), str(tmp_path / "o")])

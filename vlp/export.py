@@ -1,0 +1,294 @@
+"""``vlp export CKPT OUT``: a trained checkpoint as a folder that loads without vlp.
+
+    vlp export runs/quickstart/checkpoints/last.ckpt exported/quickstart
+
+``OUT`` holds:
+
+- ``text_encoder/``: Hugging Face ``save_pretrained`` model and tokenizer
+  (``AutoModel.from_pretrained`` / ``AutoTokenizer.from_pretrained``);
+- ``vision_encoder/``: timm ``config.json`` + ``model.safetensors``
+  (``timm.create_model("local-dir:OUT/vision_encoder", pretrained=True)``);
+- ``heads.safetensors``: every other inference weight (projection heads,
+  temperatures, fusion encoder, ITM head) under its name in the module;
+- ``retrieval.json``: which heads, pooling and preprocessing make the shared
+  image–text embedding;
+- ``image_tower.onnx`` / ``text_tower.onnx``: images, or text ids and mask, to
+  L2-normalised embeddings, with dynamic batch (and text length) axes;
+- ``config.yaml``: the run's resolved config; ``README.md``: a model card with
+  the run's metrics.
+
+The checkpoint is read weights-only and the module is rebuilt from the
+config, so exporting never runs code stored in a checkpoint. EMA teachers and
+feature queues are training state: they stay in the Lightning checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from jsonargparse import auto_cli
+from lightning.pytorch.cli import LightningArgumentParser
+from safetensors.torch import save_file
+from timm.models import save_for_hf
+from torch import Tensor, nn
+
+from vlp.datamodules.datamodule import VLPDataModule
+from vlp.evaluation.evaluator import Embedder
+from vlp.module import VLPModule
+from vlp.queues import FeatureQueue
+from vlp.teachers import EMATeacher
+
+CONFIG = "config.yaml"
+METRICS = "metrics.csv"
+TOWERS = ("encoders.vision.", "encoders.text.")
+SAMPLE_CAPTIONS = ["a red circle", "a small blue square to the left of a large green triangle"]
+
+
+def run_folders(checkpoint: Path) -> list[Path]:
+    """Logger folders of the run that wrote ``checkpoint``, oldest first.
+
+    Lightning's default keeps checkpoints in ``<run>/version_<n>/checkpoints/``,
+    beside that version's ``config.yaml`` and ``metrics.csv``; a
+    ``ModelCheckpoint(dirpath=<run>/checkpoints)`` (the quickstart) keeps them
+    beside the ``version_<n>`` folders of every fit and test that used them.
+    """
+    above = checkpoint.resolve().parent.parent
+    if (above / CONFIG).is_file():
+        return [above]
+    versions = [p for p in above.glob("version_*") if (p / CONFIG).is_file()]
+    return sorted(versions, key=lambda p: int(re.sub(r"\D", "", p.name) or 0))
+
+
+def build_model(config: dict[str, Any]) -> VLPModule:
+    """The module the config describes, through the CLI's own argument types (no data needed)."""
+    parser = LightningArgumentParser(parser_mode="omegaconf")
+    parser.add_lightning_class_args(VLPModule, "model", subclass_mode=False)
+    return parser.instantiate(parser.parse_object({"model": config["model"]})).model
+
+
+def data_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The config's data section over the data module's defaults (a hand-written config may omit them)."""
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(VLPDataModule).parameters.items()
+    }
+    return {**defaults, **(config.get("data") or {})}
+
+
+def load_trained(checkpoint: Path, config: dict[str, Any]) -> VLPModule:
+    model = build_model(config)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def head_weights(model: VLPModule) -> dict[str, Tensor]:
+    """Inference weights outside the two towers; EMA teachers and queues are left out."""
+    training_state = tuple(
+        f"{name}."
+        for name, module in model.named_modules()
+        if isinstance(module, (EMATeacher, FeatureQueue))
+    )
+    return {
+        name: tensor.detach().contiguous()
+        for name, tensor in model.state_dict().items()
+        if not name.startswith(TOWERS + training_state)
+    }
+
+
+def module_name(model: nn.Module, target: nn.Module) -> str:
+    return next(name for name, module in model.named_modules() if module is target)
+
+
+class ImageTower(nn.Module):
+    """Images → normalised embeddings, as retrieval computes them."""
+
+    def __init__(self, model: VLPModule, embedder: Embedder) -> None:
+        super().__init__()
+        self.vision = model.encoders.vision
+        self.embedder = embedder
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.embedder.embed_image(self.vision(images))
+
+
+class TextTower(nn.Module):
+    """Token ids and attention mask → normalised embeddings."""
+
+    def __init__(self, model: VLPModule, embedder: Embedder) -> None:
+        super().__init__()
+        self.text = model.encoders.text
+        self.embedder = embedder
+
+    def forward(self, text_ids: Tensor, text_mask: Tensor) -> Tensor:
+        return self.embedder.embed_text(self.text(text_ids, text_mask))
+
+
+def export_onnx(model: VLPModule, embedder: Embedder, image_size: int, out: Path) -> None:
+    batch, length = torch.export.Dim.DYNAMIC, torch.export.Dim.DYNAMIC
+    images = torch.zeros(2, 3, image_size, image_size)
+    torch.onnx.export(
+        ImageTower(model, embedder).eval(),
+        (images,),
+        out / "image_tower.onnx",
+        input_names=["images"],
+        output_names=["image_embeddings"],
+        dynamic_shapes={"images": {0: batch}},
+        verbose=False,
+    )
+    tokens = model.encoders.text.tokenize(SAMPLE_CAPTIONS)
+    torch.onnx.export(
+        TextTower(model, embedder).eval(),
+        (tokens["text_ids"], tokens["text_mask"]),
+        out / "text_tower.onnx",
+        input_names=["text_ids", "text_mask"],
+        output_names=["text_embeddings"],
+        dynamic_shapes={"text_ids": {0: batch, 1: length}, "text_mask": {0: batch, 1: length}},
+        verbose=False,
+    )
+
+
+def retrieval_spec(model: VLPModule, embedder: Embedder, data: dict[str, Any]) -> dict[str, Any]:
+    """What turns tower outputs into the shared embedding space, for users without vlp."""
+    prefix = module_name(model, embedder)
+    text = model.encoders.text
+    return {
+        "objective": f"{type(embedder).__module__}.{type(embedder).__qualname__}",
+        "image_projection": f"{prefix}.image_proj",
+        "text_projection": f"{prefix}.text_proj",
+        "temperature": f"{prefix}.temperature",
+        "image_pooling": "timm forward_head(pre_logits=True)",
+        "text_pooling": text.pooling,
+        "max_length": text.tokenize.max_length,
+        "image_size": data["image_size"],
+        "mean": list(data["mean"]),
+        "std": list(data["std"]),
+    }
+
+
+def last_metrics(folders: list[Path]) -> dict[str, tuple[str, str, str]]:
+    """The last logged value of every metric: name → (value, step, file)."""
+    found: dict[str, tuple[str, str, str]] = {}
+    for folder in folders:
+        path = folder / METRICS
+        if not path.is_file():
+            continue
+        with path.open() as f:
+            for row in csv.DictReader(f):
+                for name, value in row.items():
+                    if value and name not in ("epoch", "step"):
+                        found[name] = (value, row.get("step", ""), f"{folder.name}/{METRICS}")
+    return found
+
+
+def model_card(
+    config: dict[str, Any],
+    heads: dict[str, Tensor],
+    metrics: dict[str, tuple[str, str, str]],
+    spec: dict[str, Any],
+) -> str:
+    objectives = "\n".join(
+        f"- `{o['class_path']}` (weight {(o.get('init_args') or {}).get('weight', 1.0)})"
+        for o in config["model"]["objectives"]
+    )
+    head_rows = "\n".join(f"| `{k}` | {list(v.shape)} |" for k, v in sorted(heads.items()))
+    if metrics:
+        metric_rows = "\n".join(
+            f"| `{k}` | {float(v):.4g} | {step} | `{path}` |"
+            for k, (v, step, path) in sorted(metrics.items())
+        )
+        metric_table = f"| metric | value | step | from |\n|---|---|---|---|\n{metric_rows}"
+    else:
+        metric_table = (
+            "No `metrics.csv` was found beside the checkpoint's run: no metrics recorded."
+        )
+    return f"""# vlp export
+
+A vision-language dual encoder trained with `vlp`; everything here loads without `vlp`.
+
+## Objectives
+{objectives}
+
+## Files
+| path | what | load with |
+|---|---|---|
+| `text_encoder/` | Hugging Face text tower + tokenizer | `AutoModel.from_pretrained`, `AutoTokenizer.from_pretrained` |
+| `vision_encoder/` | timm image tower | `timm.create_model("local-dir:<path>", pretrained=True)` |
+| `heads.safetensors` | heads, temperatures, fusion encoder (keys below) | `safetensors.torch.load_file` |
+| `retrieval.json` | heads, pooling and preprocessing of the embedding | `json.load` |
+| `image_tower.onnx` | `images` [B, 3, {spec["image_size"]}, {spec["image_size"]}] → `image_embeddings` [B, D] | `onnxruntime.InferenceSession` |
+| `text_tower.onnx` | `text_ids`, `text_mask` [B, L] → `text_embeddings` [B, D] | `onnxruntime.InferenceSession` |
+| `config.yaml` | the run's resolved config | `vlp fit --config config.yaml` re-runs it |
+
+Embeddings are L2-normalised: image = normalise(`{spec["image_projection"]}`(pooled image)),
+text = normalise(`{spec["text_projection"]}`({spec["text_pooling"]}-pooled last hidden state)).
+Images are resized to {spec["image_size"]} px and normalised with mean {spec["mean"]} and std {spec["std"]};
+captions are truncated to {spec["max_length"]} tokens.
+
+## heads.safetensors
+| key | shape |
+|---|---|
+{head_rows}
+
+## Metrics
+{metric_table}
+"""
+
+
+def export(checkpoint: Path, out: Path, config: Path | None = None) -> Path:
+    """Write the export folder; returns ``out``.
+
+    Args:
+        checkpoint: a Lightning checkpoint written by ``vlp fit``.
+        out: destination folder (created; existing files are overwritten).
+        config: the run's resolved ``config.yaml``; by default the newest one
+            the run's logger wrote beside the checkpoint.
+    """
+    checkpoint, out = Path(checkpoint), Path(out)
+    folders = run_folders(checkpoint)
+    if config is None:
+        if not folders:
+            raise FileNotFoundError(
+                f"no {CONFIG} found for {checkpoint}: pass --config with the run's config"
+            )
+        config = folders[-1] / CONFIG
+    settings = yaml.safe_load(Path(config).read_text())
+    model = load_trained(checkpoint, settings)
+    embedder = model.evaluator.embedder
+    if embedder is None:
+        raise ValueError(
+            "no objective defines an image–text embedding (e.g. ITC): nothing to export"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    text = model.encoders.text
+    text.model.save_pretrained(out / "text_encoder")
+    text.tokenizer.save_pretrained(out / "text_encoder")
+    data = data_settings(settings)
+    save_for_hf(
+        model.encoders.vision.model,
+        out / "vision_encoder",
+        safe_serialization=True,
+        data_config={"img_size": data["image_size"], "mean": data["mean"], "std": data["std"]},
+    )
+    heads = head_weights(model)
+    save_file(heads, out / "heads.safetensors")
+    spec = retrieval_spec(model, embedder, data)
+    (out / "retrieval.json").write_text(json.dumps(spec, indent=2))
+    with torch.no_grad():
+        export_onnx(model, embedder, data["image_size"], out)
+    shutil.copyfile(config, out / CONFIG)
+    card = model_card(settings, heads, last_metrics(folders), spec)
+    (out / "README.md").write_text(card)
+    return out
+
+
+def main(args: list[str] | None = None) -> None:
+    auto_cli(export, args=args)
