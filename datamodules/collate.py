@@ -1,4 +1,4 @@
-"""Batching: drop and count bad samples, tokenize captions, keep caption→image links."""
+"""Batching: drop and count bad samples, tokenize captions, keep caption→image links, draw masks."""
 
 from __future__ import annotations
 
@@ -9,9 +9,80 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils.data import get_worker_info
 
 from vlp.datamodules.records import SkippedRecord
 from vlp.datamodules.samples import Sample
+from vlp.masking import BlockMasking, SpanMasking
+
+MaskRecipe = BlockMasking | SpanMasking
+IMAGE_SALT, TEXT_SALT = 1, 2  # an image's and its caption's masks use unrelated generators
+
+
+class BatchMasks:
+    """Draws the masks objectives asked for, one generator per sample.
+
+    A sample's generator is seeded from its image id and a per-batch base
+    drawn from this process's own stream, so a sample gets the same mask in
+    whichever rank's share of a global batch it lands (2 ranks × B see the
+    masks of 1 rank × 2B), masks change from step to step, and everything is
+    fixed by the data seed. Data workers seed their stream from the worker
+    seed too, which Lightning derives from the run's seed.
+    """
+
+    def __init__(self, recipes: tuple[MaskRecipe, ...], seed: int) -> None:
+        fields = [field for recipe in recipes for field in recipe.fields]
+        if len(fields) != len(set(fields)):
+            raise ValueError(f"objectives ask for one mask field made two ways: {recipes}")
+        self.recipes = recipes
+        self.seed = seed
+        self._stream: torch.Generator | None = None
+        self._worker_seed: int | None = None
+
+    def _batch_base(self) -> int:
+        info = get_worker_info()
+        worker_seed = -1 if info is None else info.seed
+        if self._stream is None or worker_seed != self._worker_seed:
+            self._stream = torch.Generator().manual_seed(_mix(self.seed, worker_seed))
+            self._worker_seed = worker_seed
+        return int(torch.randint(2**62, (), generator=self._stream))
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        base = self._batch_base()
+        out: dict[str, Tensor] = {}
+        for recipe in self.recipes:
+            if isinstance(recipe, BlockMasking):
+                rows = [recipe(_generator(base, IMAGE_SALT, int(i))) for i in batch["image_ids"]]
+                out["image_mask"] = torch.stack(rows) if rows else torch.empty(0, dtype=torch.bool)
+            else:
+                out.update(_text_masks(recipe, batch, base))
+        return out
+
+
+def _text_masks(recipe: SpanMasking, batch: dict[str, Any], base: int) -> dict[str, Tensor]:
+    """Each caption masked with its own generator, keyed by its image and rank among its captions."""
+    ids, attention = batch["text_ids"], batch["text_mask"]
+    seen: Counter = Counter()
+    masked_ids, positions = [], []
+    for row, image_id in enumerate(batch["text_image_ids"].tolist()):
+        generator = _generator(base, TEXT_SALT, image_id, seen[image_id])
+        seen[image_id] += 1
+        masked = recipe(ids[row : row + 1], attention[row : row + 1], generator)
+        masked_ids.append(masked.ids)
+        positions.append(masked.selected)
+    return {
+        "masked_text_ids": torch.cat(masked_ids) if masked_ids else ids.clone(),
+        "text_mask_positions": torch.cat(positions) if positions else attention.bool() & False,
+    }
+
+
+def _generator(*key: int) -> torch.Generator:
+    return torch.Generator().manual_seed(_mix(*key))
+
+
+def _mix(*key: int) -> int:
+    """A seed from integers; ``hash`` of a tuple of ints is the same in every process and run."""
+    return hash(key) % 2**63
 
 
 @dataclass(frozen=True)
@@ -27,9 +98,14 @@ class Collate:
     scenes) there are also ``negative_ids``/``negative_mask [N,L']`` and
     ``negative_text_index [N]``, the row of the true caption in ``text_ids``
     that each negative was made from.
+
+    With ``masks`` (training, when objectives list mask recipes in their
+    needs) there are also the fields of each recipe, e.g. ``image_mask [B,N]``
+    or ``masked_text_ids``/``text_mask_positions [T,L]``.
     """
 
     tokenize: Callable[[list[str]], dict[str, Tensor]]
+    masks: BatchMasks | None = None
 
     def __call__(self, items: list[Sample | SkippedRecord]) -> dict[str, Any]:
         skipped: Counter = Counter()
@@ -41,7 +117,7 @@ class Collate:
                 samples.append(item)
                 skipped.update(item.dropped_captions)
         captions = [caption for s in samples for caption in s.captions]
-        return {
+        batch = {
             **self._negatives(samples),
             "images": torch.stack([s.image for s in samples]) if samples else torch.empty(0),
             **{
@@ -56,6 +132,7 @@ class Collate:
             **self.tokenize(captions),
             "skipped": skipped,
         }
+        return batch if self.masks is None else {**batch, **self.masks(batch)}
 
     def _negatives(self, samples: list[Sample]) -> dict[str, Tensor]:
         texts: list[str] = []

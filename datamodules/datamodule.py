@@ -10,7 +10,7 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, Sampler
 
-from vlp.datamodules.collate import Collate
+from vlp.datamodules.collate import BatchMasks, Collate, MaskRecipe
 from vlp.datamodules.samples import Views, as_samples
 from vlp.datamodules.transforms import (
     CLIP_MEAN,
@@ -63,7 +63,9 @@ class VLPDataModule(LightningDataModule):
         tokenize: linked from the model by the CLI, so captions are tokenized
             the way the text encoder expects.
         needs: the batch fields the model's objectives read, linked from the
-            model by the CLI; extra views are built only when listed here.
+            model by the CLI; extra views are built only when listed here, and
+            mask recipes (``vlp.masking.BlockMasking``/``SpanMasking``) listed
+            here are drawn for every training batch.
     """
 
     def __init__(
@@ -84,7 +86,7 @@ class VLPDataModule(LightningDataModule):
         std: tuple[float, float, float] = CLIP_STD,
         classes_file: str | None = None,
         tokenize: Callable[[list[str]], dict[str, Tensor]] | None = None,
-        needs: frozenset[str] = frozenset({"images", "text"}),
+        needs: frozenset[str | MaskRecipe] = frozenset({"images", "text"}),
     ) -> None:
         super().__init__()
         self.sources = {"train": train, "val": val, "test": test, "predict": predict}
@@ -118,9 +120,12 @@ class VLPDataModule(LightningDataModule):
                 return list(value)
         return None
 
-    def check_needs(self, needs: frozenset[str]) -> None:
-        """Fail at start-up, not mid-epoch, when an objective needs a field we cannot build."""
-        missing = needs - PROVIDES - MODEL_SIDE
+    def check_needs(self, needs: frozenset[str | MaskRecipe]) -> None:
+        """Fail at start-up, not mid-epoch, when an objective needs a field we cannot build.
+
+        Mask recipes always can be built; a mask field named without its recipe cannot.
+        """
+        missing = {n for n in needs if isinstance(n, str)} - PROVIDES - MODEL_SIDE
         if missing:
             raise ValueError(
                 f"objectives need batch fields {sorted(missing)}; data provides {sorted(PROVIDES)}"
@@ -146,8 +151,12 @@ class VLPDataModule(LightningDataModule):
             drop_last=train,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            collate_fn=Collate(self.tokenize),
+            collate_fn=Collate(self.tokenize, self._masks() if train else None),
         )
+
+    def _masks(self) -> BatchMasks | None:
+        recipes = tuple(n for n in self.needs if not isinstance(n, str))
+        return BatchMasks(recipes, self.seed) if recipes else None
 
     def _sampler(self, dataset: Dataset, train: bool) -> Sampler:
         """Our own samplers, so Lightning does not substitute its own.

@@ -63,6 +63,25 @@ class Step:
             "text", lambda: self.encoders.text(self.field("text_ids"), self.field("text_mask"))
         )
 
+    def masked_image(self) -> Encoding:
+        """The online vision encoder on the images with the ``image_mask`` patches masked."""
+        return self.cached(
+            "masked_image",
+            lambda: self.encoders.vision(self.field("images"), self.field("image_mask")),
+        )
+
+    def masked_text(self) -> Encoding:
+        """The online text encoder on ``masked_text_ids``, the captions as a mask recipe left them."""
+        return self.cached(
+            "masked_text",
+            lambda: self.encoders.text(self.field("masked_text_ids"), self.field("text_mask")),
+        )
+
+    def masked_fused(self) -> Encoding:
+        """The fusion encoder on the masked captions attending to the masked images."""
+        fusion = self._fusion()
+        return self.cached("masked_fused", lambda: fusion(self.masked_text(), self.masked_image()))
+
     def fuse(self, text: Encoding, image: Encoding) -> Encoding:
         """The fusion encoder on any (text, image) rows, e.g. ITM negatives or masked text."""
         return self._fusion()(text, image)

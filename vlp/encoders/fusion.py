@@ -58,6 +58,10 @@ class FusionEncoder(nn.Module):
         self.norm = nn.LayerNorm(text_width)
         self.width = text_width
 
+    def ffn_modules(self) -> list[nn.Module]:
+        """Each layer's MLP, whose output before the residual add is data2vec's target."""
+        return [layer.mlp for layer in self.layers]
+
     def forward(self, text: Encoding, image: Encoding) -> Encoding:
         image_tokens = self.image_to_text(image.tokens)
         text_pad = text.token_mask == 0

@@ -79,6 +79,14 @@ class TextEncoder(nn.Module):
     def tokenizer(self) -> PreTrainedTokenizerBase:
         return self.tokenize.tokenizer
 
+    def ffn_modules(self) -> list[nn.Module]:
+        """Each layer's second FFN linear (BERT/RoBERTa ``output.dense``): its output, before
+        dropout, the residual add and the layer norm, is data2vec's target."""
+        layers = getattr(getattr(self.model, "encoder", None), "layer", None)
+        if layers is None or not all(hasattr(layer, "output") for layer in layers):
+            raise ValueError(f"no BERT-style FFN layers in {type(self.model).__name__}")
+        return [layer.output.dense for layer in layers]
+
     def forward(self, text_ids: Tensor, text_mask: Tensor) -> Encoding:
         out = self.model(input_ids=text_ids, attention_mask=text_mask, output_hidden_states=True)
         tokens = out.last_hidden_state

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import timm
+import torch
 from torch import Tensor, nn
 
 from vlp.encoding import Encoding
@@ -45,15 +48,57 @@ class VisionEncoder(nn.Module):
             self.model = timm.create_model(name, **kwargs)
         self.width: int = self.model.num_features
         self.num_prefix_tokens: int = getattr(self.model, "num_prefix_tokens", 0)
+        self.mask_token: nn.Parameter | None = None
 
-    def forward(self, images: Tensor) -> Encoding:
+    def add_mask_token(self) -> None:
+        """The learned embedding of a masked patch (data2vec, BEiT), made only when an objective
+        masks images: a parameter no loss reaches would stall DDP's gradient reduction."""
+        if self.mask_token is None:
+            if not hasattr(self.model, "patch_embed"):
+                raise ValueError(f"{type(self.model).__name__} has no patch embedding to mask")
+            self.mask_token = nn.Parameter(torch.zeros(1, 1, self.width))
+            nn.init.trunc_normal_(self.mask_token, std=0.02)
+
+    @property
+    def patch_grid(self) -> tuple[int, int]:
+        """(rows, columns) of patches, the shape of an image mask."""
+        return tuple(self.model.patch_embed.grid_size)
+
+    def ffn_modules(self) -> list[nn.Module]:
+        """Each block's MLP, whose output before the residual add is data2vec's target."""
+        if not hasattr(self.model, "blocks"):
+            raise ValueError(f"{type(self.model).__name__} has no transformer blocks")
+        return [block.mlp for block in self.model.blocks]
+
+    def forward(self, images: Tensor, mask: Tensor | None = None) -> Encoding:
+        """Encode ``images``; with ``mask`` [B, H·W] (True = masked) the embeddings of masked
+        patches become the mask token before position embeddings and blocks (data2vec/BEiT)."""
         # Intermediates come as NCHW patch grids (prefix tokens dropped) for every family.
-        final, intermediates = self.model.forward_intermediates(images)
+        with self._masked_patches(mask):
+            final, intermediates = self.model.forward_intermediates(images)
         pooled = self.model.forward_head(final, pre_logits=True)
         tokens = _as_tokens(final)[:, self.num_prefix_tokens :]
         return Encoding(
             pooled=pooled, tokens=tokens, hidden_states=tuple(_as_tokens(h) for h in intermediates)
         )
+
+    @contextmanager
+    def _masked_patches(self, mask: Tensor | None) -> Iterator[None]:
+        if mask is None:
+            yield
+            return
+        if self.mask_token is None:
+            raise ValueError("masking images needs the mask token: call add_mask_token() first")
+
+        def replace(_module: nn.Module, _inputs: Any, patches: Tensor) -> Tensor:
+            token = self.mask_token.to(patches.dtype)
+            return torch.where(mask.unsqueeze(-1), token, patches)
+
+        handle = self.model.patch_embed.register_forward_hook(replace)
+        try:
+            yield
+        finally:
+            handle.remove()
 
 
 def _as_tokens(x: Tensor) -> Tensor:
