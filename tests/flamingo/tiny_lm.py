@@ -40,13 +40,12 @@ def _minilm_tokenizer() -> PreTrainedTokenizerBase:
 def tiny_lm(family: str, **sizes: int) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A randomly initialised (seed 0) LM of ``family`` and a fresh copy of its tokenizer."""
     tokenizer = copy.deepcopy(_minilm_tokenizer())
-    config = AutoConfig.for_model(
-        family,
-        vocab_size=len(tokenizer),
-        bos_token_id=tokenizer.cls_token_id,
-        eos_token_id=tokenizer.sep_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        **{**FAMILIES[family], **sizes},
-    )
+    special = {
+        "bos_token_id": tokenizer.cls_token_id,
+        "eos_token_id": tokenizer.sep_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    sizes = {"vocab_size": len(tokenizer), **FAMILIES[family], **sizes}
+    config = AutoConfig.for_model(family, **special, **sizes)
     torch.manual_seed(0)
     return AutoModelForCausalLM.from_config(config), tokenizer

@@ -42,7 +42,7 @@ class MediaConditioning:
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         if input_ids is None:
             raise ValueError("Flamingo places images by token ids: pass input_ids, not embeddings")
-        past = kwargs.get("past_key_values")
+        past = kwargs.get("cache", kwargs.get("past_key_values"))  # transformers ≥5.x / older
         continues = past is not None and past.get_seq_length() > 0
         if continues and self.images_seen is None:
             raise ValueError(

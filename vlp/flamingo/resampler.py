@@ -55,7 +55,7 @@ class PerceiverResampler(nn.Module):
     ) -> None:
         super().__init__()
         self.latents = nn.Parameter(torch.randn(num_latents, dim))
-        self.media_time = nn.Parameter(torch.randn(max_media, 1, 1, dim) * 0.02)
+        self.media_time = nn.Parameter(torch.randn(max_media, 1, dim) * 0.02)
         self.frame_time = nn.Parameter(torch.randn(max_frames, 1, dim) * 0.02)
         self.layers = nn.ModuleList(
             ResamplerLayer(dim, heads, dim_head, ff_mult) for _ in range(depth)
