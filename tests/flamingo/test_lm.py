@@ -7,7 +7,7 @@ from torch import nn
 
 from tests.flamingo.tiny_lm import MEDIA_DIM, tiny_lm
 from vlp.flamingo.added_tokens import AddedTokenEmbedding, AddedTokenHead
-from vlp.flamingo.lm import FlamingoLM, decoder_layers
+from vlp.flamingo.lm import FlamingoLayer, FlamingoLM, MediaConditioning, decoder_layers
 from vlp.flamingo.loss import flamingo_labels, lm_loss
 from vlp.flamingo.resampler import PerceiverResampler
 
@@ -186,6 +186,26 @@ def test_generate_decodes_greedily_with_the_images():
         next_id = model(expected, media).logits[:, -1].argmax(-1, keepdim=True)
         expected = torch.cat([expected, next_id], dim=1)
     assert torch.equal(generated, expected)
+
+
+def test_wrapped_layers_expose_the_attributes_of_the_layer_inside():
+    lm, _ = tiny_lm("llama")
+    layer = decoder_layers(lm)[0]
+    wrapped = FlamingoLayer(layer, None, MediaConditioning(image_token_id=0))
+    assert wrapped.self_attn is layer.self_attn and wrapped.decoder_layer is layer
+
+
+def test_a_deep_copy_is_conditioned_on_its_own():
+    model, _ = flamingo("gpt2")
+    open_gates(model)
+    twin = copy.deepcopy(model)  # as an EMA teacher is made
+    ids = model.tokenizer(TEXT[:1], return_tensors="pt")["input_ids"]
+    media = torch.randn(1, 2, 4, MEDIA_DIM)
+    with_media, text_only = twin(ids, media).logits, twin(ids).logits
+    torch.testing.assert_close(with_media, model(ids, media).logits)
+    assert not torch.allclose(with_media, text_only)
+    with model.conditioned_on(media):  # conditioning the original leaves the copy text-only
+        torch.testing.assert_close(twin.lm(ids).logits, text_only)
 
 
 def test_a_tokenizer_larger_than_the_lm_is_refused():

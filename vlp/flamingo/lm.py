@@ -150,6 +150,8 @@ class FlamingoLM(nn.Module):
             self.conditioning.images_seen = None
 
     def cross_attn_blocks(self) -> Iterator[GatedCrossAttentionBlock]:
+        """The inserted blocks (their parameter names also contain ``.xattn.``, e.g. for
+        weight decay on the blocks only, as OpenFlamingo does)."""
         for module in self.lm.modules():
             if isinstance(module, FlamingoLayer) and module.xattn is not None:
                 yield module.xattn
