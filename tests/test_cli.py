@@ -20,6 +20,7 @@ EXPERIMENTS = sorted((ROOT / "configs/experiments").glob("*.yaml"))
 FRAGMENTS = sorted((ROOT / "configs/model").glob("*.yaml"))
 OBJECTIVE_SETS = sorted((ROOT / "configs/objectives").glob("*.yaml"))
 DATA_SOURCES = sorted((ROOT / "configs/data").glob("*.yaml"))
+EMBEDDERS = ("contrastive", "momentum", "tcl")  # objective modules defining an image–text space
 TINY_RUN = [
     "--trainer.max_epochs=1",
     "--trainer.limit_train_batches=3",
@@ -77,7 +78,9 @@ def test_every_objective_set_trains_end_to_end(
     )  # fmt: skip
     rows = read_metrics(workdir / "runs" / name / "version_0")
     assert last_value(rows, "train/loss") > 0
-    assert 0 <= last_value(rows, "val/retrieval/i2t_r1") <= 1
+    assert 0 <= last_value(rows, "val/linear_probe/acc") <= 1
+    if any(f"vlp.objectives.{module}." in objectives.read_text() for module in EMBEDDERS):
+        assert 0 <= last_value(rows, "val/retrieval/i2t_r1") <= 1
     if "itm" in objectives.read_text().lower():
         assert 0 <= last_value(rows, "val/retrieval_itm/t2i_r1") <= 1
         assert 0 <= last_value(rows, "val/compositional/itm_acc") <= 1

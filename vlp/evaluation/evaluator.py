@@ -4,7 +4,8 @@ Metric names are part of the interface, logged under ``val/`` or ``test/``:
 ``retrieval/{i2t,t2i}_r{1,5,10}``, ``zeroshot/acc``, and with an ITM objective
 and a fusion encoder ``retrieval_itm/{i2t,t2i}_r{1,5,10}`` (ITM re-ranking);
 ``compositional/itc_acc`` (and ``compositional/itm_acc``) when the data carries
-hard-negative captions.
+hard-negative captions; ``linear_probe/acc`` of the frozen image features
+whenever the images have labels, whatever the objectives.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch import Tensor
 from vlp.distributed import gather_no_grad
 from vlp.encoding import Encoding
 from vlp.evaluation.compositional import compositional_outcomes
+from vlp.evaluation.linear_probe import linear_probe_accuracy, probe_features
 from vlp.evaluation.rerank import TokenStore, fusion_scorer, itm_reranked_recall
 from vlp.evaluation.retrieval import retrieval_recall
 from vlp.evaluation.zeroshot import class_embeddings, class_prompts, zeroshot_accuracy
@@ -107,10 +109,11 @@ class Evaluator:
     def add(self, batch: dict[str, Any]) -> None:
         embedder = self.embedder
         if embedder is None:
+            self._add_parts(self._probe_parts(batch, self._model.encoders.vision(batch["images"])))
             return
         image, text = self._encode(batch)
         matcher = self.matcher
-        parts = self._embeddings(batch, image, text)
+        parts = {**self._probe_parts(batch, image), **self._embeddings(batch, image, text)}
         parts.update(
             compositional_outcomes(
                 batch,
@@ -123,10 +126,20 @@ class Evaluator:
                 None if matcher is None else matcher.match_logit,
             )
         )
-        for name, value in parts.items():
-            self._parts.setdefault(name, []).append(value)
+        self._add_parts(parts)
         if self.rerank_k > 0:
             self._tokens.add(image, text)
+
+    def _probe_parts(self, batch: dict[str, Any], image: Encoding) -> dict[str, Tensor]:
+        return {
+            "probe_features": probe_features(image),
+            "image_ids": batch["image_ids"],
+            "labels": batch["labels"],
+        }
+
+    def _add_parts(self, parts: dict[str, Tensor]) -> None:
+        for name, value in parts.items():
+            self._parts.setdefault(name, []).append(value)
 
     def compute(
         self, class_names: list[str] | None, prompt_templates: list[str] | None
@@ -136,8 +149,15 @@ class Evaluator:
             return {}
         parts = {name: gather_no_grad(torch.cat(values)) for name, values in self._parts.items()}
         tokens, self._parts, self._tokens = self._tokens, {}, TokenStore()
+        metrics = {}
+        if int((parts["labels"] >= 0).sum()) >= 2:
+            metrics["linear_probe/acc"] = linear_probe_accuracy(
+                parts["probe_features"], parts["labels"], parts["image_ids"]
+            )
+        if "image_embeddings" not in parts:
+            return metrics
         similarity = parts["image_embeddings"] @ parts["text_embeddings"].T
-        metrics = {
+        metrics |= {
             f"retrieval/{name}": value
             for name, value in retrieval_recall(
                 similarity, parts["image_ids"], parts["text_image_ids"], self.ks
