@@ -80,9 +80,15 @@ def test_decoder_layers_by_explicit_path():
         decoder_layers(nn.Linear(2, 2))
 
 
-@pytest.mark.parametrize(("family", "tied"), [("gpt2", True), ("llama", False)])
-def test_added_tokens_have_their_own_rows(family, tied):
-    model, original = flamingo(family)
+@pytest.mark.parametrize(
+    ("family", "tied", "spare_rows"), [("gpt2", True, 0), ("llama", False, 0), ("opt", True, 8)]
+)
+def test_added_tokens_have_their_own_rows(family, tied, spare_rows):
+    # spare_rows: the LM's vocabulary is padded past the tokenizer (as OPT's is), so the
+    # added ids fall on existing, frozen rows that must be bypassed.
+    lm, tokenizer = tiny_lm(family, vocab_size=30522 + spare_rows)
+    original = copy.deepcopy(lm)
+    model = FlamingoLM(lm, tokenizer, MEDIA_DIM, heads=2, dim_head=8)
     embedding, head = model.lm.get_input_embeddings(), model.lm.get_output_embeddings()
     assert isinstance(embedding, AddedTokenEmbedding) and isinstance(head, AddedTokenHead)
     assert (head.rows is embedding.rows) == tied
@@ -92,9 +98,11 @@ def test_added_tokens_have_their_own_rows(family, tied):
     assert torch.equal(embedded[1], original.get_input_embeddings().weight[5])
     assert torch.equal(embedded[2], embedding.rows[slot])
     hidden = torch.randn(3, 32)
-    logits = head(hidden)
+    logits, expected = head(hidden), original.get_output_embeddings()(hidden)
+    assert logits.shape[-1] == max(expected.shape[-1], 30524)
     torch.testing.assert_close(logits[:, model.tokens.end_of_chunk], hidden @ head.rows[slot])
-    torch.testing.assert_close(logits[:, :-2], original.get_output_embeddings()(hidden))
+    kept = [i for i in range(expected.shape[-1]) if i not in embedding.added_ids]
+    torch.testing.assert_close(logits[:, kept], expected[:, kept])
 
 
 def train_steps(model: FlamingoLM, resampler: PerceiverResampler, steps: int = 3) -> None:
