@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, Sampler
 
@@ -40,6 +42,25 @@ class EvalShardSampler(DistributedSampler):
         return len(range(self.rank, len(self.dataset), self.num_replicas))
 
 
+class ResumableSampler(DistributedSampler):
+    """The training sampler, able to start an epoch part-way through.
+
+    A run resumed from a mid-epoch checkpoint must see the rest of that epoch's
+    permutation, not replay its start: in epoch ``resume_epoch`` this rank's
+    first ``skip`` indices are dropped. ``len`` stays the full epoch, which is
+    what Lightning's restored loop counters count against.
+    """
+
+    def __init__(self, *args: Any, resume_epoch: int = -1, skip: int = 0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.resume_epoch = resume_epoch
+        self.skip = skip
+
+    def __iter__(self) -> Iterator[int]:
+        indices = list(super().__iter__())
+        return iter(indices[self.skip :] if self.epoch == self.resume_epoch else indices)
+
+
 class VLPDataModule(LightningDataModule):
     """Image–text data for every split.
 
@@ -67,6 +88,9 @@ class VLPDataModule(LightningDataModule):
             mask recipes (``vlp.masking.BlockMasking``/``SpanMasking``) listed
             here are drawn for every training batch.
     """
+
+    #: (epoch, samples this rank had trained on in it) at the checkpoint being resumed
+    resume_position: tuple[int, int] = (-1, 0)
 
     def __init__(
         self,
@@ -169,9 +193,28 @@ class VLPDataModule(LightningDataModule):
         )
         if not train:
             return EvalShardSampler(dataset, world_size, rank, shuffle=False)
-        return DistributedSampler(
-            dataset, world_size, rank, shuffle=self.shuffle, seed=self.seed, drop_last=True
+        epoch, skip = self.resume_position
+        return ResumableSampler(
+            dataset,
+            world_size,
+            rank,
+            shuffle=self.shuffle,
+            seed=self.seed,
+            drop_last=True,
+            resume_epoch=epoch,
+            skip=skip,
         )
+
+    def state_dict(self) -> dict[str, int]:
+        """Where training is within the epoch, saved in every checkpoint written while fitting."""
+        if self.trainer is None or self.trainer.state.fn != TrainerFn.FITTING:
+            return {}
+        batches = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"epoch": self.trainer.current_epoch, "samples": batches * self.batch_size}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Lightning restores this before it builds the training loader."""
+        self.resume_position = (state["epoch"], state["samples"])
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

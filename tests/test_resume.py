@@ -1,0 +1,123 @@
+"""A run killed mid-epoch and resumed from its last checkpoint ends where an
+uninterrupted run ends: same weights, EMA teachers, queues, optimizer state and
+losses, because every step after the resume sees the batch it would have seen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from tests.tiny import TINY_TEXT, TINY_VISION, quiet_trainer
+from vlp.datamodules.datamodule import VLPDataModule
+from vlp.datamodules.synthetic import SyntheticScenes
+from vlp.datamodules.transforms import Augment
+from vlp.encoders import TextEncoder, VisionEncoder
+from vlp.module import VLPModule
+from vlp.objectives.momentum import MomentumContrastive
+
+BATCHES_PER_EPOCH = 3
+EPOCHS = 2
+CHECKPOINT_EVERY = 2  # optimizer steps: checkpoints at steps 2 (epoch 0) and 4 (epoch 1)
+
+
+class Killed(Exception):
+    """Stands in for the job being killed."""
+
+
+class KillAfter(Callback):
+    """Raises after ``steps`` optimizer steps, after any checkpoint of that step is written."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    def on_train_batch_end(self, trainer: Trainer, *args) -> None:
+        if trainer.global_step >= self.steps:
+            raise Killed
+
+
+class LossRecorder(Callback):
+    """The training loss of every optimizer step, keyed by the step it was computed at."""
+
+    def __init__(self) -> None:
+        self.losses: dict[int, float] = {}
+
+    def on_train_batch_end(self, trainer: Trainer, module: LightningModule, outputs, *args) -> None:
+        self.losses[trainer.global_step - 1] = float(outputs["loss"])
+
+
+def model() -> VLPModule:
+    """Momentum ITC with a queue smaller than an epoch, so it wraps; no dropout anywhere."""
+    torch.manual_seed(0)
+    return VLPModule(
+        VisionEncoder("vit_tiny_patch16_224", image_size=32, model_kwargs=TINY_VISION),
+        TextEncoder(config=TINY_TEXT, max_length=16),
+        [MomentumContrastive(embed_dim=16, queue_size=6, momentum=0.9, alpha_warmup_steps=4)],
+    )
+
+
+def data(module: VLPModule) -> VLPDataModule:
+    """Shuffled each epoch; augmentation off and one caption per image, so only the order varies."""
+    return VLPDataModule(
+        train=SyntheticScenes("train", 4 * BATCHES_PER_EPOCH, captions_per_image=1),
+        batch_size=4,
+        num_workers=0,
+        image_size=32,
+        augment=Augment(crop_scale=None, brightness_contrast=0.0),
+        tokenize=module.tokenize,
+    )
+
+
+def train(
+    ckpt_dir: Path, *callbacks: Callback, ckpt_path: str | None = None
+) -> tuple[VLPModule, LossRecorder]:
+    recorder = LossRecorder()
+    module = model()
+    trainer = quiet_trainer(
+        max_epochs=EPOCHS,
+        enable_checkpointing=True,
+        callbacks=[
+            recorder,
+            *callbacks,
+            ModelCheckpoint(ckpt_dir, every_n_train_steps=CHECKPOINT_EVERY, save_top_k=-1),
+        ],
+    )
+    trainer.fit(module, datamodule=data(module), ckpt_path=ckpt_path)
+    return module, recorder
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[VLPModule, LossRecorder]:
+    return train(tmp_path_factory.mktemp("uninterrupted"))
+
+
+@pytest.mark.parametrize("kill_after", [3, 5], ids=["epoch0", "epoch1"])
+def test_killed_and_resumed_run_matches_the_uninterrupted_one(
+    kill_after: int, uninterrupted: tuple[VLPModule, LossRecorder], tmp_path: Path
+) -> None:
+    reference, reference_losses = uninterrupted
+    with pytest.raises(Killed):
+        train(tmp_path / "killed", KillAfter(kill_after))
+    last = max((tmp_path / "killed").glob("*.ckpt"), key=lambda p: int(p.stem.split("step=")[1]))
+    resumed_from = int(last.stem.split("step=")[1])
+    assert resumed_from == kill_after - 1
+    assert resumed_from % BATCHES_PER_EPOCH != 0  # mid-epoch
+    resumed, resumed_losses = train(tmp_path / "resumed", ckpt_path=str(last))
+
+    assert sorted(resumed_losses.losses) == list(range(resumed_from, EPOCHS * BATCHES_PER_EPOCH))
+    for step, loss in resumed_losses.losses.items():
+        assert loss == pytest.approx(reference_losses.losses[step], abs=1e-5), step
+    reference_state, resumed_state = reference.state_dict(), resumed.state_dict()
+    assert any(".image_queue." in k for k in reference_state)
+    assert any(k.startswith("teachers.") for k in reference_state)
+    for key, value in reference_state.items():
+        torch.testing.assert_close(resumed_state[key], value, atol=1e-5, rtol=0, msg=key)
+    for group_ref, group_res in zip(
+        reference.trainer.optimizers[0].state.values(),
+        resumed.trainer.optimizers[0].state.values(),
+        strict=True,
+    ):
+        torch.testing.assert_close(group_res["exp_avg"], group_ref["exp_avg"], atol=1e-5, rtol=0)
