@@ -10,9 +10,10 @@ import pytest
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from torch.utils.data import DistributedSampler
 
 from tests.tiny import TINY_TEXT, TINY_VISION, quiet_trainer
-from vlp.datamodules.datamodule import VLPDataModule
+from vlp.datamodules.datamodule import ResumableSampler, VLPDataModule
 from vlp.datamodules.synthetic import SyntheticScenes
 from vlp.datamodules.transforms import Augment
 from vlp.encoders import TextEncoder, VisionEncoder
@@ -121,3 +122,16 @@ def test_killed_and_resumed_run_matches_the_uninterrupted_one(
         strict=True,
     ):
         torch.testing.assert_close(group_res["exp_avg"], group_ref["exp_avg"], atol=1e-5, rtol=0)
+
+
+def test_sampler_skips_what_this_rank_trained_on_only_in_the_resumed_epoch() -> None:
+    def indices(sampler: DistributedSampler, epoch: int) -> list[int]:
+        sampler.set_epoch(epoch)
+        return list(sampler)
+
+    args = (range(12), 2, 1)  # rank 1 of 2
+    plain = DistributedSampler(*args, shuffle=True, seed=3, drop_last=True)
+    resumed = ResumableSampler(*args, shuffle=True, seed=3, drop_last=True, resume_epoch=1, skip=4)
+    assert indices(resumed, 1) == indices(plain, 1)[4:]
+    assert indices(resumed, 2) == indices(plain, 2)
+    assert len(resumed) == len(plain) == 6
