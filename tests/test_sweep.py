@@ -1,0 +1,260 @@
+"""`vlp sweep`: expansion and naming, per-run configs, resume logic, and real runs."""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vlp import sweep_run
+from vlp.data_command import write_synthetic
+from vlp.sweep import main, run_locally, run_with_submitit
+from vlp.sweep_plan import ObjectiveSet, Run, expand, label, load_sweep
+from vlp.sweep_run import RunDir, execute, prepare, reweight, sweep_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEPS = ROOT / "configs/sweeps"
+TINY = SWEEPS / "objectives_tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding a small copy of the embedded data where configs expect it."""
+    root = tmp_path_factory.mktemp("sweep")
+    write_synthetic(root / "data/scenes", train=48, val=16, test=16)
+    return root
+
+
+def test_labels_are_short_and_path_safe() -> None:
+    assert label(5e-4) == "5e-4"
+    assert label(1e-5) == "1e-5"
+    assert label(0.001) == "0.001"
+    assert label(2.0) == "2"
+    assert label(64) == "64"
+    assert label("configs/objectives/tcl.yaml") == "tcl"
+    assert label("a b:c") == "a-b-c"
+
+
+def test_expansion_is_seed_major_with_readable_names() -> None:
+    sets = [ObjectiveSet("itc", Path("itc.yaml")), ObjectiveSet("albef", Path("albef.yaml"))]
+    runs = expand(sets, seeds=[0, 1], grid={"model.optimizer.init_args.lr": [5e-4, 1e-3]})
+    assert [run.name for run in runs] == [
+        "itc_lr5e-4_s0", "itc_lr0.001_s0", "albef_lr5e-4_s0", "albef_lr0.001_s0",
+        "itc_lr5e-4_s1", "itc_lr0.001_s1", "albef_lr5e-4_s1", "albef_lr0.001_s1",
+    ]  # fmt: skip
+    assert runs[2].point == {"model.optimizer.init_args.lr": 5e-4}
+    assert runs[2].configuration == runs[6].configuration == "albef_lr5e-4"
+
+
+def test_runs_with_the_same_name_are_refused() -> None:
+    same = [ObjectiveSet("itc", Path("a/itc.yaml")), ObjectiveSet("itc", Path("b/itc.yaml"))]
+    with pytest.raises(ValueError, match="share names"):
+        expand(same, seeds=[0], grid={})
+
+
+def test_sweep_file_paths_are_relative_to_it_and_weights_name_the_set(tmp_path: Path) -> None:
+    (tmp_path / "sets").mkdir()
+    file = tmp_path / "sweeps" / "mine.yaml"
+    file.parent.mkdir()
+    file.write_text(
+        "base: ../base.yaml\n"
+        "objectives: [../sets/itc.yaml, {path: ../sets/albef.yaml, weights: {itm: 2.0}}]\n"
+        "seeds: [3]\n"
+        "overrides: {trainer.max_epochs: 2}\n"
+    )
+    sweep = load_sweep(file)
+    assert sweep.base == tmp_path / "base.yaml"
+    assert sweep.out == Path("runs/sweeps/mine")
+    assert sweep.overrides == {"trainer.max_epochs": 2}
+    assert [run.name for run in sweep.runs] == ["itc_s3", "albef_itm2_s3"]
+    assert sweep.runs[1].objectives == ObjectiveSet(
+        "albef_itm2", tmp_path / "sets/albef.yaml", {"itm": 2.0}
+    )
+    file.write_text("base: ../base.yaml\nobjectives: [a.yaml]\nseed: [1]\n")
+    with pytest.raises(ValueError, match="unknown keys"):
+        load_sweep(file)
+
+
+def test_shipped_comparison_covers_every_objective_set_over_three_seeds() -> None:
+    sweep = load_sweep(SWEEPS / "objectives.yaml")
+    shipped = {path.resolve() for path in (ROOT / "configs/objectives").glob("*.yaml")}
+    assert {run.objectives.path.resolve() for run in sweep.runs} == shipped
+    assert sorted({run.seed for run in sweep.runs}) == [0, 1, 2]
+    assert len(sweep.runs) == 3 * len(shipped)
+    tiny = load_sweep(TINY)
+    assert tiny.base == sweep.base and tiny.base.exists()
+    assert all(run.objectives.path.exists() for run in tiny.runs)
+
+
+def test_run_config_logs_checkpoints_and_reweights_inside_its_folder(tmp_path: Path) -> None:
+    sweep = load_sweep(TINY)
+    albef = ObjectiveSet("albef_itm2", ROOT / "configs/objectives/albef.yaml", {"itm": 2.0})
+    config = sweep_config(sweep, Run("albef_itm2", 1, albef, {}), tmp_path)
+    assert config["seed_everything"] == config["data"]["seed"] == 1
+    assert config["trainer"]["limit_train_batches"] == 3  # a common override
+    assert config["trainer"]["logger"]["init_args"] == {
+        "save_dir": str(tmp_path),
+        "name": "albef_itm2_s1",
+        "version": "fit",
+    }
+    callbacks = {c["class_path"]: c.get("init_args", {}) for c in config["trainer"]["callbacks"]}
+    checkpoint = callbacks["lightning.pytorch.callbacks.ModelCheckpoint"]
+    assert checkpoint["dirpath"] == str(tmp_path / "albef_itm2_s1/checkpoints")
+    assert checkpoint["save_last"] is True
+    assert "vlp.throughput.Throughput" in callbacks
+    weights = {
+        o["class_path"].rsplit(".", 1)[-1]: o["init_args"]["weight"]
+        for o in config["model"]["objectives"]
+    }
+    assert weights == {
+        "MomentumContrastive": 1.0,
+        "ImageTextMatching": 2.0,
+        "MaskedLanguageModeling": 1.0,
+    }
+
+
+def test_weights_for_an_objective_not_in_the_set_are_refused() -> None:
+    objectives = [{"class_path": "vlp.objectives.contrastive.Contrastive", "init_args": {}}]
+    with pytest.raises(ValueError, match=r"\['itm'\]"):
+        reweight(objectives, {"itm": 2.0})
+
+
+def test_unfinished_runs_resume_from_last_checkpoint_or_restart(
+    tmp_path: Path, monkeypatch
+) -> None:
+    stages: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(
+        sweep_run, "_stage", lambda run_dir, stage, args, cwd, env: stages.append((stage, args))
+    )
+    run = RunDir(tmp_path / "itc_s0")
+    (run.path / "fit").mkdir(parents=True)
+    run.checkpoint.parent.mkdir()
+    run.checkpoint.touch()
+
+    execute(run, tmp_path)
+    (fit, fit_args), (test, test_args) = stages
+    assert (fit, test) == ("fit", "test")
+    assert fit_args[-3:] == [
+        "--trainer.logger.init_args.version=fit_resumed1",
+        "--ckpt_path",
+        str(run.checkpoint),
+    ]
+    assert test_args[-2:] == ["--ckpt_path", str(run.checkpoint)]
+    assert run.done.exists() and run.fitted.exists()
+
+    stages.clear()
+    run.done.unlink()
+    execute(run, tmp_path)  # fit finished earlier: only the test stage is left
+    assert [stage for stage, _ in stages] == ["test"]
+
+    stages.clear()
+    run.fitted.unlink()
+    execute(run, tmp_path, resume=False)
+    assert stages[0] == ("fit", ["--config", str(run.config)])
+    assert not (run.path / "fit").exists() and not run.checkpoint.exists()
+
+
+def test_dry_run_lists_the_runs_and_what_is_finished(tmp_path: Path, capsys) -> None:
+    (tmp_path / "albef_s1").mkdir()
+    (tmp_path / "albef_s1/done").touch()
+    main([str(TINY), "--out", str(tmp_path), "--dry-run"])
+    lines = capsys.readouterr().out.splitlines()
+    runs = [line for line in lines if line.startswith("[")]
+    assert len(runs) == 6
+    assert f"[done] albef_s1: {ROOT / 'configs/objectives/albef.yaml'} seed=1" in runs
+    assert f"[todo] itc_s0: {ROOT / 'configs/objectives/itc.yaml'} seed=0" in runs
+    assert not (tmp_path / "itc_s0").exists()
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def last(rows: list[dict[str, str]], name: str) -> float:
+    return [float(r[name]) for r in rows if r.get(name)][-1]
+
+
+@pytest.fixture(scope="module")
+def two_runs(workdir: Path) -> Path:
+    """The tiny sweep's two ITC runs (seeds 0 and 1), two at a time."""
+    sweep = load_sweep(TINY)
+    out = workdir / "runs/sweeps/objectives_tiny"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(workdir)
+        runs = [run for run in sweep.runs if run.objectives.name == "itc"]
+        failures = run_locally([prepare(sweep, run, out) for run in runs], parallel=2)
+    assert failures == []
+    return out
+
+
+def test_runs_fit_then_test_and_keep_config_and_metrics(two_runs: Path, capsys) -> None:
+    for seed in (0, 1):
+        run = RunDir(two_runs / f"itc_s{seed}")
+        assert run.done.exists() and run.checkpoint.exists()
+        assert yaml.safe_load(run.config.read_text())["seed_everything"] == seed
+        fit = read_rows(run.path / "fit/metrics.csv")
+        assert last(fit, "train/loss") > 0
+        assert last(fit, "train/samples_per_s") > 0
+        assert 0 <= last(read_rows(run.test_metrics), "test/retrieval/i2t_r1") <= 1
+    main([str(TINY), "--out", str(two_runs), "--dry-run"])
+    assert "[done] itc_s1" in capsys.readouterr().out
+
+
+def test_report_over_real_runs_matches_their_metrics(two_runs: Path) -> None:
+    from vlp.report import main as report
+
+    report([str(two_runs)])
+    tests = [read_rows(two_runs / f"itc_s{seed}/test/metrics.csv")[-1] for seed in (0, 1)]
+    [row] = read_rows(two_runs / "report.csv")
+    assert row["configuration"] == "itc" and row["seeds"] == "2"
+    for metric in ("test/retrieval/i2t_r1", "test/retrieval/t2i_r5", "test/zeroshot/acc"):
+        values = [float(t[metric]) for t in tests]
+        assert float(row[f"{metric}_mean"]) == pytest.approx(sum(values) / 2)
+        assert float(row[f"{metric}_std"]) == pytest.approx(abs(values[0] - values[1]) / 2**0.5)
+    mean_i2t = 100 * statistics.fmean(float(t["test/retrieval/i2t_r1"]) for t in tests)
+    table = (two_runs / "report.md").read_text()
+    assert f"| itc | 2 | {mean_i2t:.1f} ± " in table
+    for plot in ("retrieval_i2t_r1", "retrieval_t2i_r1", "zeroshot_acc", "train_loss"):
+        assert (two_runs / f"plots/{plot}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_submitit_local_executor_runs_the_remaining_stage(two_runs: Path, workdir: Path) -> None:
+    """The job runs `execute` in another process: here the test stage of a fitted run."""
+    import submitit
+
+    run = RunDir(two_runs / "itc_s1")
+    before = read_rows(run.test_metrics)
+    run.done.unlink()
+    executor = submitit.LocalExecutor(folder=workdir / "runs/.submitit")
+    executor.update_parameters(timeout_min=10)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(workdir)
+        assert run_with_submitit(executor, [run]) == []
+    assert run.done.exists()
+    assert read_rows(run.test_metrics) == before  # evaluation is deterministic
+
+
+@pytest.mark.slow
+def test_tiny_sweep_then_report_end_to_end(workdir: Path, monkeypatch) -> None:
+    monkeypatch.chdir(workdir)
+    out = workdir / "runs/tiny_full"
+    main([str(TINY), "--out", str(out), "--parallel", "2"])
+    from vlp.report import main as report
+
+    report([str(out)])
+    rows = {row["configuration"]: row for row in read_rows(out / "report.csv")}
+    assert list(rows) == ["itc", "albef", "tcl"]
+    for name, row in rows.items():
+        values = [
+            last(read_rows(out / f"{name}_s{seed}/test/metrics.csv"), "test/retrieval/t2i_r1")
+            for seed in (0, 1)
+        ]
+        assert float(row["test/retrieval/t2i_r1_mean"]) == pytest.approx(statistics.fmean(values))
+        assert float(row["test/retrieval/t2i_r1_std"]) == pytest.approx(statistics.stdev(values))
+    assert rows["itc"]["test/compositional/itm_acc_mean"] == ""
+    assert (out / "plots/compositional_itm_acc.png").exists()
+    assert (out / "plots/retrieval_itm_t2i_r1.png").exists()

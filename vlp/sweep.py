@@ -1,0 +1,154 @@
+"""``vlp sweep FILE``: fit and test every run of a sweep file, here or on SLURM.
+
+    vlp sweep configs/sweeps/objectives.yaml --dry-run        # list the runs
+    vlp sweep configs/sweeps/objectives.yaml --parallel 2     # two runs at a time
+    vlp sweep configs/sweeps/objectives.yaml --executor slurm --partition gpu --gpus-per-run 1
+    vlp report runs/sweeps/objectives                         # the table and plots
+
+The file format is in ``vlp.sweep_plan``, a run's folder in ``vlp.sweep_run``. Running the
+same command again skips finished runs and resumes unfinished ones from their last checkpoint
+(``--restart`` re-runs them from scratch); a run whose config changed starts over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import queue
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+from vlp.sweep_plan import Run, Sweep, load_sweep
+from vlp.sweep_run import RunDir, execute, prepare
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="vlp sweep", description=__doc__.split("\n\n")[0])
+    parser.add_argument("file", type=Path, help="the sweep YAML")
+    parser.add_argument("--out", type=Path, help="where runs go (default: the file's `out`)")
+    parser.add_argument("--dry-run", action="store_true", help="list the runs and stop")
+    parser.add_argument(
+        "--parallel", type=int, default=1, help="runs at once (GPUs / CPU threads split evenly)"
+    )
+    parser.add_argument(
+        "--restart", action="store_true", help="unfinished runs start over, not from last.ckpt"
+    )
+    parser.add_argument("--executor", choices=("local", "slurm"), default="local")
+    slurm = parser.add_argument_group("slurm (one job per run, as a job array)")
+    slurm.add_argument("--partition")
+    slurm.add_argument("--time", type=int, default=240, help="minutes per run")
+    slurm.add_argument("--gpus-per-run", type=int, default=1)
+    slurm.add_argument("--cpus-per-run", type=int, default=8)
+    slurm.add_argument("--mem-gb", type=float)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    sweep = load_sweep(args.file)
+    out = (args.out or sweep.out).absolute()
+    pending = [run for run in sweep.runs if not RunDir(out / run.name).done.exists()]
+    if args.dry_run:
+        print_plan(sweep, pending)
+        return
+    print(f"{len(sweep.runs)} runs, {len(sweep.runs) - len(pending)} finished -> {out}")
+    run_dirs = [prepare(sweep, run, out) for run in pending]
+    if args.executor == "slurm":
+        failures = run_with_submitit(slurm_executor(out, args), run_dirs, resume=not args.restart)
+    else:
+        failures = run_locally(run_dirs, args.parallel, resume=not args.restart)
+    if failures:
+        raise SystemExit("failed runs:\n  " + "\n  ".join(failures))
+    print(f"all runs finished; aggregate them with: vlp report {out}")
+
+
+def print_plan(sweep: Sweep, pending: list[Run]) -> None:
+    """The runs with what sets each apart, and whether each is finished."""
+    print(f"base: {sweep.base}")
+    for key, value in sweep.overrides.items():
+        print(f"  {key}={value}")
+    for run in sweep.runs:
+        status = "todo" if run in pending else "done"
+        point = "".join(f" {k}={v}" for k, v in run.point.items())
+        weights = "".join(f" {k}.weight={v}" for k, v in run.objectives.weights.items())
+        print(f"[{status}] {run.name}: {run.objectives.path}{weights} seed={run.seed}{point}")
+
+
+def run_locally(run_dirs: list[RunDir], parallel: int, resume: bool = True) -> list[str]:
+    """Run ``parallel`` runs at a time in subprocesses, each on its own share of the devices."""
+    slots: queue.Queue[dict[str, str]] = queue.Queue()
+    for env in device_shares(parallel):
+        slots.put(env)
+
+    def one(run_dir: RunDir) -> str:
+        env = slots.get()
+        try:
+            return execute(run_dir, Path.cwd(), os.environ | env, resume)
+        finally:
+            slots.put(env)
+
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        futures = {pool.submit(one, run_dir): run_dir for run_dir in run_dirs}
+        return _collect((futures[done], done.result) for done in as_completed(futures))
+
+
+def device_shares(parallel: int) -> list[dict[str, str]]:
+    """Environment per concurrent slot: a split of the visible GPUs, else of the CPU threads."""
+    if parallel <= 1:
+        return [{}]
+    import torch
+
+    gpus = (
+        os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if torch.cuda.is_available() else []
+    )
+    gpus = [g for g in gpus if g] or [str(i) for i in range(torch.cuda.device_count())]
+    if gpus:
+        return [
+            {"CUDA_VISIBLE_DEVICES": ",".join(gpus[i::parallel] or [gpus[i % len(gpus)]])}
+            for i in range(parallel)
+        ]
+    threads = str(max(1, (os.cpu_count() or 1) // parallel))
+    return [{"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}] * parallel
+
+
+def slurm_executor(out: Path, args: argparse.Namespace) -> Any:
+    import submitit
+
+    executor = submitit.AutoExecutor(folder=out / ".submitit", cluster="slurm")
+    executor.update_parameters(
+        name="vlp-sweep",
+        timeout_min=args.time,
+        gpus_per_node=args.gpus_per_run,
+        cpus_per_task=args.cpus_per_run,
+        mem_gb=args.mem_gb,
+        slurm_partition=args.partition,
+        slurm_array_parallelism=max(args.parallel, 1),
+    )
+    return executor
+
+
+def run_with_submitit(executor: Any, run_dirs: list[RunDir], resume: bool = True) -> list[str]:
+    """Submit every run through a submitit executor (SLURM, or local in tests) and wait."""
+    if not run_dirs:
+        return []
+    task = functools.partial(execute, cwd=Path.cwd(), resume=resume)
+    jobs = list(zip(run_dirs, executor.map_array(task, run_dirs), strict=True))
+    for run_dir, job in jobs:
+        print(f"{run_dir.name}: job {job.job_id}")
+    return _collect((run_dir, job.result) for run_dir, job in jobs)
+
+
+def _collect(outcomes: Iterable[tuple[RunDir, Callable[[], Any]]]) -> list[str]:
+    """Wait for each run's result as it comes; print each outcome; return the failures."""
+    failures = []
+    for run_dir, result in outcomes:
+        try:
+            result()
+            print(f"{run_dir.name}: done")
+        except Exception as error:
+            failures.append(f"{run_dir.name}: {error}")
+            print(f"{run_dir.name}: FAILED ({error})")
+    return failures
