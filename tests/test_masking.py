@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vlp.masking import IGNORE_INDEX, mask_tokens
+from vlp.masking import IGNORE_INDEX, BlockMasking, SpanMasking, _spans, mask_tokens
 
 PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4
 SPECIAL = (PAD, UNK, CLS, SEP, MASK)
@@ -103,3 +103,84 @@ def test_bad_proportions_are_refused() -> None:
         mask_tokens(ids, ids, SPECIAL, MASK, VOCAB, ratio=1.5)
     with pytest.raises(ValueError, match="sum to at most 1"):
         mask_tokens(ids, ids, SPECIAL, MASK, VOCAB, mask_fraction=0.9, random_fraction=0.2)
+
+
+# data2vec's recipes: BEiT block masks of the patch grid, span masks of captions.
+
+
+def test_spans_cover_the_positions_after_each_start() -> None:
+    starts = torch.tensor([[0, 1, 0, 0, 0, 0, 1, 0], [1, 0, 0, 0, 0, 0, 0, 1]], dtype=torch.bool)
+    expected = torch.tensor([[0, 1, 1, 1, 0, 0, 1, 1], [1, 1, 1, 0, 0, 0, 0, 1]], dtype=torch.bool)
+    assert torch.equal(_spans(starts, 3), expected)
+    assert torch.equal(_spans(starts, 1), starts)
+
+
+def test_span_one_is_bert_selection_unchanged() -> None:
+    ids, attention = random_captions(torch.Generator().manual_seed(5), 8, 12)
+    plain = mask(ids, attention, 0.3, 9)
+    spans = mask_tokens(
+        ids, attention, SPECIAL, MASK, VOCAB, 0.3, torch.Generator().manual_seed(9), span=1
+    )
+    assert torch.equal(plain.ids, spans.ids) and torch.equal(plain.labels, spans.labels)
+
+
+def test_span_masking_masks_runs_of_maskable_tokens_at_the_expected_rate() -> None:
+    ids = torch.randint(len(SPECIAL), VOCAB, (2000, 40), generator=torch.Generator())
+    ids[:, 0], ids[:, -1] = CLS, SEP
+    recipe = SpanMasking(SPECIAL, MASK, VOCAB, ratio=0.35, span=4)
+    masked = recipe(ids, torch.ones_like(ids), torch.Generator().manual_seed(0))
+    selected = masked.selected
+    assert not selected[:, 0].any() and not selected[:, -1].any()
+    assert torch.equal(masked.ids[selected], torch.full_like(ids[selected], MASK))  # all [MASK]
+    # Starts with probability 0.35/4 each cover 4 positions: 1 − (1 − 0.0875)^4 of the inner ones.
+    inner = selected[:, 4:-4].float().mean().item()
+    assert inner == pytest.approx(1 - (1 - 0.35 / 4) ** 4, abs=0.01)
+    # Runs are at least 4 long unless they touch [CLS]/[SEP].
+    runs = torch.diff(selected[:, 1:-1].int(), dim=1, prepend=torch.zeros(2000, 1, dtype=torch.int))
+    starts, ends = (runs == 1).nonzero().tolist(), []
+    for row, start in starts[:200]:
+        end = start
+        while end + 1 < 38 and selected[row, 1 + end + 1]:
+            end += 1
+        ends.append((start, end))
+    assert ends and all(end - start + 1 >= 4 or start == 0 or end == 37 for start, end in ends)
+
+
+def test_a_single_block_is_an_exact_square_when_aspect_and_area_are_fixed() -> None:
+    for seed in range(20):
+        recipe = BlockMasking((3, 3), ratio=4 / 9, min_block=4, min_aspect=1.0)
+        grid = recipe(torch.Generator().manual_seed(seed)).view(3, 3)
+        rows, cols = grid.any(1).nonzero().flatten(), grid.any(0).nonzero().flatten()
+        assert grid.sum() == 4 and len(rows) == len(cols) == 2
+        assert grid[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].all()
+
+
+def test_block_masks_reach_data2vecs_ratio_and_never_exceed_it() -> None:
+    recipe = BlockMasking((14, 14), ratio=0.6, min_block=16)
+    counts = torch.stack([recipe(torch.Generator().manual_seed(s)).sum() for s in range(200)])
+    target = round(0.6 * 196)
+    assert counts.max() <= target
+    # The last blocks may not fit exactly: BEiT stops when a block adds nothing.
+    assert counts.float().mean() > target - 1.5 and counts.min() >= target - 10
+    mask = recipe(torch.Generator().manual_seed(0))
+    assert mask.shape == (196,) and mask.dtype == torch.bool
+
+
+def test_blocks_are_contiguous_not_scattered_patches() -> None:
+    grid = BlockMasking((14, 14), ratio=0.4, min_block=16)(torch.Generator().manual_seed(1))
+    grid = grid.view(14, 14).int()
+    neighbours = torch.zeros_like(grid)
+    neighbours[1:] += grid[:-1]
+    neighbours[:-1] += grid[1:]
+    neighbours[:, 1:] += grid[:, :-1]
+    neighbours[:, :-1] += grid[:, 1:]
+    # Inside blocks of ≥ 2×2 most masked patches have several masked neighbours;
+    # independent patches at 40 % would average 1.6.
+    assert neighbours[grid.bool()].float().mean() > 2.5
+
+
+def test_block_masks_are_reproducible_from_the_generator() -> None:
+    recipe = BlockMasking((8, 8), ratio=0.6, min_block=4)
+    first = recipe(torch.Generator().manual_seed(3))
+    assert torch.equal(first, recipe(torch.Generator().manual_seed(3)))
+    assert not torch.equal(first, recipe(torch.Generator().manual_seed(4)))

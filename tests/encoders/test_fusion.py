@@ -35,3 +35,22 @@ def test_padding_tokens_do_not_change_real_tokens() -> None:
     assert torch.allclose(
         fusion(text, image).tokens[0, :3], fusion(edited, image).tokens[0, :3], atol=1e-5
     )
+
+
+def test_ffn_modules_give_each_layers_mlp_output_before_the_residual() -> None:
+    fusion, text, image = make()
+    recorded = []
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: recorded.append(o)) for m in fusion.ffn_modules()
+    ]
+    out = fusion(text, image)
+    for hook in hooks:
+        hook.remove()
+    image_tokens = fusion.image_to_text(image.tokens)
+    x = text.tokens
+    for layer, ffn, after in zip(fusion.layers, recorded, out.hidden_states, strict=True):
+        q = layer.self_norm(x)
+        x = x + layer.self_attn(q, q, q, key_padding_mask=text.mask == 0)[0]
+        x = x + layer.cross_attn(layer.cross_norm(x), image_tokens, image_tokens)[0]
+        assert torch.allclose(ffn, after - x, atol=1e-5)
+        x = after

@@ -51,3 +51,25 @@ def test_package_paths_fail_clearly() -> None:
     assert resolve_model_path("bert-base-uncased") == "bert-base-uncased"
     with pytest.raises(FileNotFoundError, match="no installed package"):
         resolve_model_path("package:not_a_real_pkg/model")
+
+
+def test_ffn_modules_give_each_layers_ffn_output_before_residual_and_norm(tiny_text) -> None:
+    tiny_text.eval()
+    batch = tiny_text.tokenize(["a red circle left of a blue square", "a star and a moon"])
+    batch["text_mask"] = torch.ones_like(batch["text_mask"])  # no padding: plain attention
+    recorded = []
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: recorded.append(o)) for m in tiny_text.ffn_modules()
+    ]
+    out = tiny_text(**batch)
+    for hook in hooks:
+        hook.remove()
+    x = tiny_text.model.embeddings(input_ids=batch["text_ids"])
+    for layer, ffn, hidden in zip(
+        tiny_text.model.encoder.layer, recorded, out.hidden_states, strict=True
+    ):
+        attended = layer.attention(x)[0]
+        expected = layer.output.dense(layer.intermediate(attended))
+        assert torch.allclose(ffn, expected, atol=1e-5)
+        assert torch.allclose(layer.output.LayerNorm(ffn + attended), hidden, atol=1e-5)
+        x = hidden

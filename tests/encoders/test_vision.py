@@ -44,3 +44,58 @@ def test_local_checkpoint_is_loaded(tmp_path, tiny_vision) -> None:
 def test_unknown_model_name_fails_clearly() -> None:
     with pytest.raises(RuntimeError, match="no_such_model"):
         VisionEncoder("no_such_model")
+
+
+def test_masked_patches_become_the_mask_token_before_position_embeddings(tiny_vision) -> None:
+    tiny_vision.eval()
+    images = torch.rand(2, 3, 32, 32)
+    before = tiny_vision(images)
+    tiny_vision.add_mask_token()
+    assert torch.equal(tiny_vision(images).tokens, before.tokens)  # no mask: unchanged
+    mask = torch.rand(2, 16, generator=torch.Generator().manual_seed(0)) < 0.5
+    vit = tiny_vision.model
+    # By hand: patch embeddings, masked ones swapped, then timm's usual path.
+    x = vit.patch_embed(images)
+    x = torch.where(mask[..., None], tiny_vision.mask_token, x)
+    x = vit.norm_pre(vit._pos_embed(x))
+    hidden = []
+    for block in vit.blocks:
+        x = block(x)
+        hidden.append(x[:, 1:])
+    masked = tiny_vision(images, mask)
+    assert torch.allclose(masked.tokens, vit.norm(x)[:, 1:], atol=1e-6)
+    assert torch.allclose(masked.hidden_states[-1], hidden[-1], atol=1e-6)
+    assert tiny_vision.patch_grid == (4, 4)
+
+
+def test_fully_masked_images_are_indistinguishable(tiny_vision) -> None:
+    tiny_vision.add_mask_token()
+    everything = torch.ones(2, 16, dtype=torch.bool)
+    out = tiny_vision.eval()(torch.rand(2, 3, 32, 32), everything)
+    assert torch.allclose(out.tokens[0], out.tokens[1], atol=1e-6)
+
+
+def test_masking_needs_the_mask_token_which_is_made_only_on_request(tiny_vision) -> None:
+    assert "mask_token" not in dict(tiny_vision.named_parameters())
+    with pytest.raises(ValueError, match="add_mask_token"):
+        tiny_vision(torch.rand(1, 3, 32, 32), torch.ones(1, 16, dtype=torch.bool))
+
+
+def test_ffn_modules_give_each_blocks_mlp_output_before_the_residual(tiny_vision) -> None:
+    tiny_vision.eval()
+    images = torch.rand(2, 3, 32, 32)
+    recorded = []
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: recorded.append(o))
+        for m in tiny_vision.ffn_modules()
+    ]
+    out = tiny_vision(images)
+    for hook in hooks:
+        hook.remove()
+    vit = tiny_vision.model
+    x = vit.norm_pre(vit._pos_embed(vit.patch_embed(images)))
+    for block, ffn, hidden in zip(vit.blocks, recorded, out.hidden_states, strict=True):
+        after_attention = x + block.ls1(block.attn(block.norm1(x)))
+        x = block(x)
+        assert torch.allclose(ffn, x - after_attention, atol=1e-5)
+        assert torch.allclose(hidden, x[:, 1:], atol=1e-6)

@@ -1,0 +1,102 @@
+"""Masks drawn while batching: per-sample, the same whichever rank a sample lands on, seeded."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+from lightning.pytorch import seed_everything
+
+from tests.tiny import TINY_TEXT
+from vlp.datamodules.collate import BatchMasks, Collate
+from vlp.datamodules.datamodule import VLPDataModule
+from vlp.datamodules.samples import Sample
+from vlp.datamodules.synthetic import SyntheticScenes
+from vlp.encoders import TextEncoder
+from vlp.masking import BlockMasking, SpanMasking
+
+CAPTIONS = ["a small red circle left of a blue square", "a star", "two green triangles"]
+
+
+@pytest.fixture(scope="module")
+def tokenize():
+    return TextEncoder(config=TINY_TEXT, max_length=16).tokenize
+
+
+@pytest.fixture(scope="module")
+def recipes(tokenize):
+    tokenizer = tokenize.tokenizer
+    span = SpanMasking(
+        tuple(tokenizer.all_special_ids), tokenizer.mask_token_id, len(tokenizer), 0.5, 2
+    )
+    return (BlockMasking((4, 4), 0.5, min_block=2), span)
+
+
+def samples(ids: range) -> list[Sample]:
+    return [Sample(torch.zeros(3, 8, 8), [CAPTIONS[i % 3]], i, i % 3, Counter()) for i in ids]
+
+
+def test_a_sample_gets_the_same_masks_in_either_ranks_share_of_the_batch(tokenize, recipes) -> None:
+    whole = Collate(tokenize, BatchMasks(recipes, seed=7))(samples(range(8)))
+    halves = [
+        Collate(tokenize, BatchMasks(recipes, seed=7))(samples(r)) for r in (range(4), range(4, 8))
+    ]
+    assert torch.equal(whole["image_mask"], torch.cat([h["image_mask"] for h in halves]))
+    for half, rows in zip(halves, (slice(0, 4), slice(4, 8)), strict=True):
+        length = half["text_ids"].shape[1]
+        assert torch.equal(whole["text_mask_positions"][rows, :length], half["text_mask_positions"])
+        assert torch.equal(whole["masked_text_ids"][rows, :length], half["masked_text_ids"])
+    assert whole["image_mask"].shape == (8, 16) and whole["image_mask"].any()
+
+
+def test_text_masks_follow_the_recipe(tokenize, recipes) -> None:
+    batch = Collate(tokenize, BatchMasks(recipes, seed=0))(samples(range(16)))
+    selected, masked = batch["text_mask_positions"], batch["masked_text_ids"]
+    mask_id = recipes[1].mask_id
+    assert selected.any()
+    assert (masked[selected] == mask_id).all()  # mask_fraction 1: every selected token is [MASK]
+    assert torch.equal(masked[~selected], batch["text_ids"][~selected])
+    assert not selected[batch["text_mask"] == 0].any()
+    assert not selected[:, 0].any()  # [CLS]
+
+
+def test_masks_change_from_batch_to_batch_and_follow_the_seed(tokenize, recipes) -> None:
+    collate = Collate(tokenize, BatchMasks(recipes, seed=1))
+    first, second = collate(samples(range(8))), collate(samples(range(8)))
+    assert not torch.equal(first["image_mask"], second["image_mask"])
+    again = Collate(tokenize, BatchMasks(recipes, seed=1))(samples(range(8)))
+    other = Collate(tokenize, BatchMasks(recipes, seed=2))(samples(range(8)))
+    assert torch.equal(first["image_mask"], again["image_mask"])
+    assert not torch.equal(first["image_mask"], other["image_mask"])
+
+
+def test_one_field_made_two_ways_is_refused(recipes) -> None:
+    with pytest.raises(ValueError, match="two ways"):
+        BatchMasks((recipes[0], BlockMasking((4, 4), 0.25, min_block=2)), seed=0)
+
+
+def test_training_batches_carry_masks_only_when_objectives_list_recipes(tokenize, recipes) -> None:
+    def data(needs, workers: int = 0) -> VLPDataModule:
+        scenes = SyntheticScenes("train", num_images=16, image_size=32)
+        return VLPDataModule(
+            train=scenes, val=scenes, batch_size=4, num_workers=workers, image_size=32,
+            tokenize=tokenize, needs=frozenset(needs),
+        )  # fmt: skip
+
+    plain = next(iter(data({"images", "text"}).train_dataloader()))
+    assert "image_mask" not in plain
+    masked = data({"images", "text", *recipes})
+    masked.check_needs(masked.needs)
+    assert {"image_mask", "masked_text_ids"} <= set(next(iter(masked.train_dataloader())))
+    assert "image_mask" not in next(iter(masked.val_dataloader()))
+    with pytest.raises(ValueError, match="image_mask"):
+        masked.check_needs(frozenset({"images", "image_mask"}))  # a field without its recipe
+
+    def worker_masks() -> torch.Tensor:
+        seed_everything(3, workers=True)
+        return torch.cat(
+            [b["image_mask"] for b in data({"images", *recipes}, 2).train_dataloader()]
+        )
+
+    assert torch.equal(worker_masks(), worker_masks())  # data workers: fixed by the seed
