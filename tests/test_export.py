@@ -19,7 +19,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from tests.tiny import TINY_TEXT, TINY_VISION
 from vlp.cli import COMMANDS, run_cli
-from vlp.export import last_metrics, model_card
+from vlp.export import last_metrics, model_card, run_folders
 from vlp.module import VLPModule
 
 IMAGE_SIZE = 32
@@ -186,5 +186,19 @@ def test_export_without_a_run_folder_asks_for_the_config(tmp_path: Path) -> None
     checkpoint = tmp_path / "a/b/last.ckpt"
     checkpoint.parent.mkdir(parents=True)
     checkpoint.touch()
-    with pytest.raises(FileNotFoundError, match="--config"):
+    with pytest.raises(FileNotFoundError, match="--run_config"):
         importlib.import_module(COMMANDS["export"]).main([str(checkpoint), str(tmp_path / "o")])
+
+
+def test_run_folders_follow_both_checkpoint_layouts(tmp_path: Path) -> None:
+    default = tmp_path / "a/version_3"  # Lightning's default: <run>/version_<n>/checkpoints/
+    (default / "checkpoints").mkdir(parents=True)
+    (default / "config.yaml").touch()
+    assert run_folders(default / "checkpoints/last.ckpt") == [default]
+    run = tmp_path / "quickstart"  # ModelCheckpoint(dirpath=<run>/checkpoints) beside the versions
+    for version in (10, 2, 0):
+        (run / f"version_{version}").mkdir(parents=True)
+        (run / f"version_{version}/config.yaml").touch()
+    (run / "version_11").mkdir()  # no config: not a run folder
+    found = run_folders(run / "checkpoints/last.ckpt")
+    assert [p.name for p in found] == ["version_0", "version_2", "version_10"]

@@ -243,24 +243,24 @@ captions are truncated to {spec["max_length"]} tokens.
 """
 
 
-def export(checkpoint: Path, out: Path, config: Path | None = None) -> Path:
+def export(checkpoint: Path, out: Path, run_config: Path | None = None) -> Path:
     """Write the export folder; returns ``out``.
 
     Args:
         checkpoint: a Lightning checkpoint written by ``vlp fit``.
         out: destination folder (created; existing files are overwritten).
-        config: the run's resolved ``config.yaml``; by default the newest one
-            the run's logger wrote beside the checkpoint.
+        run_config: the run's resolved ``config.yaml``; by default the newest
+            one the run's logger wrote beside the checkpoint.
     """
     checkpoint, out = Path(checkpoint), Path(out)
     folders = run_folders(checkpoint)
-    if config is None:
+    if run_config is None:
         if not folders:
             raise FileNotFoundError(
-                f"no {CONFIG} found for {checkpoint}: pass --config with the run's config"
+                f"no {CONFIG} found for {checkpoint}: pass --run_config with the run's config"
             )
-        config = folders[-1] / CONFIG
-    settings = yaml.safe_load(Path(config).read_text())
+        run_config = folders[-1] / CONFIG
+    settings = yaml.safe_load(Path(run_config).read_text())
     model = load_trained(checkpoint, settings)
     embedder = model.evaluator.embedder
     if embedder is None:
@@ -284,11 +284,11 @@ def export(checkpoint: Path, out: Path, config: Path | None = None) -> Path:
     (out / "retrieval.json").write_text(json.dumps(spec, indent=2))
     with torch.no_grad():
         export_onnx(model, embedder, data["image_size"], out)
-    shutil.copyfile(config, out / CONFIG)
+    shutil.copyfile(run_config, out / CONFIG)
     card = model_card(settings, heads, last_metrics(folders), spec)
     (out / "README.md").write_text(card)
     return out
 
 
 def main(args: list[str] | None = None) -> None:
-    auto_cli(export, args=args)
+    auto_cli(export, args=args, prog="vlp export")
