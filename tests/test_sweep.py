@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import statistics
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import yaml
 
 from vlp import sweep_run
 from vlp.data_command import write_synthetic
-from vlp.sweep import main, run_locally, run_with_submitit
+from vlp.sweep import main, parse_args, run_locally, run_with_submitit, slurm_executor
 from vlp.sweep_plan import ObjectiveSet, Run, expand, label, load_sweep
 from vlp.sweep_run import RunDir, execute, prepare, reweight, sweep_config
 
@@ -236,6 +237,20 @@ def test_submitit_local_executor_runs_the_remaining_stage(two_runs: Path, workdi
         assert run_with_submitit(executor, [run]) == []
     assert run.done.exists()
     assert read_rows(run.test_metrics) == before  # evaluation is deterministic
+
+
+def test_slurm_options_reach_the_batch_script(tmp_path: Path, monkeypatch) -> None:
+    srun = tmp_path / "bin/srun"  # submitit checks that it runs on a SLURM cluster
+    srun.parent.mkdir()
+    srun.write_text("#!/bin/sh\n")
+    srun.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{srun.parent}{os.pathsep}{os.environ['PATH']}")
+    args = parse_args(
+        ["s.yaml", "--executor=slurm", "--partition=gpu", "--time=30", "--gpus-per-run=2"]
+    )
+    script = slurm_executor(tmp_path, args)._executor._make_submission_file_text("cmd", "0")
+    for line in ("--partition=gpu", "--time=30", "--gpus-per-node=2", "--cpus-per-task=8"):
+        assert f"#SBATCH {line}\n" in script
 
 
 @pytest.mark.slow

@@ -31,7 +31,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="where runs go (default: the file's `out`)")
     parser.add_argument("--dry-run", action="store_true", help="list the runs and stop")
     parser.add_argument(
-        "--parallel", type=int, default=1, help="runs at once (GPUs / CPU threads split evenly)"
+        "--parallel",
+        type=int,
+        help="runs at once: here 1 by default, GPUs / CPU threads split evenly; "
+        "on SLURM the job array's limit (default: none)",
     )
     parser.add_argument(
         "--restart", action="store_true", help="unfinished runs start over, not from last.ckpt"
@@ -59,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.executor == "slurm":
         failures = run_with_submitit(slurm_executor(out, args), run_dirs, resume=not args.restart)
     else:
-        failures = run_locally(run_dirs, args.parallel, resume=not args.restart)
+        failures = run_locally(run_dirs, args.parallel or 1, resume=not args.restart)
     if failures:
         raise SystemExit("failed runs:\n  " + "\n  ".join(failures))
     print(f"all runs finished; aggregate them with: vlp report {out}")
@@ -125,8 +128,9 @@ def slurm_executor(out: Path, args: argparse.Namespace) -> Any:
         cpus_per_task=args.cpus_per_run,
         mem_gb=args.mem_gb,
         slurm_partition=args.partition,
-        slurm_array_parallelism=max(args.parallel, 1),
     )
+    if args.parallel:
+        executor.update_parameters(slurm_array_parallelism=args.parallel)
     return executor
 
 
