@@ -48,7 +48,7 @@ from vlp.teachers import EMATeacher
 
 CONFIG = "config.yaml"
 METRICS = "metrics.csv"
-TOWERS = ("encoders.vision.", "encoders.text.")
+TOWERS = ("encoders.vision.model.", "encoders.text.model.")  # saved by timm / transformers
 SAMPLE_CAPTIONS = ["a red circle", "a small blue square to the left of a large green triangle"]
 
 
@@ -91,7 +91,8 @@ def load_trained(checkpoint: Path, config: dict[str, Any]) -> VLPModule:
 
 
 def head_weights(model: VLPModule) -> dict[str, Tensor]:
-    """Inference weights outside the two towers; EMA teachers and queues are left out."""
+    """Every weight the tower folders do not hold (e.g. data2vec's mask token stays);
+    EMA teachers and queues are training state and are left out."""
     training_state = tuple(
         f"{name}."
         for name, module in model.named_modules()
