@@ -60,20 +60,22 @@ class BatchMasks:
 
 
 def _text_masks(recipe: SpanMasking, batch: dict[str, Any], base: int) -> dict[str, Tensor]:
-    """Each caption masked with its own generator, keyed by its image and rank among its captions."""
+    """Each caption masked with its own generator, keyed by its image and rank among its captions.
+
+    Only the real tokens are drawn for, so the mask does not depend on how
+    long the batch's longest caption is.
+    """
     ids, attention = batch["text_ids"], batch["text_mask"]
+    masked_ids, positions = ids.clone(), torch.zeros_like(attention, dtype=torch.bool)
     seen: Counter = Counter()
-    masked_ids, positions = [], []
     for row, image_id in enumerate(batch["text_image_ids"].tolist()):
         generator = _generator(base, TEXT_SALT, image_id, seen[image_id])
         seen[image_id] += 1
-        masked = recipe(ids[row : row + 1], attention[row : row + 1], generator)
-        masked_ids.append(masked.ids)
-        positions.append(masked.selected)
-    return {
-        "masked_text_ids": torch.cat(masked_ids) if masked_ids else ids.clone(),
-        "text_mask_positions": torch.cat(positions) if positions else attention.bool() & False,
-    }
+        real = attention[row].bool()
+        masked = recipe(ids[row, real][None], attention[row, real][None], generator)
+        masked_ids[row, real] = masked.ids[0]
+        positions[row, real] = masked.selected[0]
+    return {"masked_text_ids": masked_ids, "text_mask_positions": positions}
 
 
 def _generator(*key: int) -> torch.Generator:

@@ -34,7 +34,12 @@ def recipes(tokenize):
 
 
 def samples(ids: range) -> list[Sample]:
-    return [Sample(torch.zeros(3, 8, 8), [CAPTIONS[i % 3]], i, i % 3, Counter()) for i in ids]
+    """Only image 0 has the long caption, so batches without it are padded shorter."""
+    captions = [CAPTIONS[0] if i == 0 else CAPTIONS[1 + i % 2] for i in ids]
+    return [
+        Sample(torch.zeros(3, 8, 8), [c], i, i % 3, Counter())
+        for i, c in zip(ids, captions, strict=True)
+    ]
 
 
 def test_a_sample_gets_the_same_masks_in_either_ranks_share_of_the_batch(tokenize, recipes) -> None:
@@ -48,6 +53,7 @@ def test_a_sample_gets_the_same_masks_in_either_ranks_share_of_the_batch(tokeniz
         assert torch.equal(whole["text_mask_positions"][rows, :length], half["text_mask_positions"])
         assert torch.equal(whole["masked_text_ids"][rows, :length], half["masked_text_ids"])
     assert whole["image_mask"].shape == (8, 16) and whole["image_mask"].any()
+    assert halves[1]["text_ids"].shape[1] < whole["text_ids"].shape[1]
 
 
 def test_text_masks_follow_the_recipe(tokenize, recipes) -> None:

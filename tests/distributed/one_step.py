@@ -2,8 +2,11 @@
 
 Launched by ``test_ddp_equivalence.py`` as ``python -m tests.distributed.one_step DEVICES
 BATCH OUT OBJECTIVE STEPS`` so that Lightning's DDP launcher can re-run it in each process.
-OBJECTIVE is ``itc`` (in-batch, gathered with gradients) or ``tcl`` (momentum
-distillation, queues, IMC and LMI; deterministic: no second view, no dropout).
+OBJECTIVE is ``itc`` (in-batch, gathered with gradients), ``tcl`` (momentum
+distillation, queues, IMC and LMI; deterministic: no second view, no dropout) or
+``data2vec`` (multimodal: block-masked images and span-masked captions through
+the fusion encoder, EMA teachers with a ramped τ; masks drawn per sample while
+batching). Every rank saves its state; ranks above 0 to ``OUT.rank<r>``.
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ from tests.tiny import TINY_TEXT, TINY_VISION
 from vlp.datamodules.datamodule import VLPDataModule
 from vlp.datamodules.synthetic import SyntheticScenes
 from vlp.datamodules.transforms import Augment
-from vlp.encoders import TextEncoder, VisionEncoder
+from vlp.encoders import FusionConfig, TextEncoder, VisionEncoder
 from vlp.module import Schedule, VLPModule
 from vlp.objectives.contrastive import Contrastive
+from vlp.objectives.data2vec import Data2Vec, ImageBranch, Targets, TextBranch
 from vlp.objectives.tcl import TripleContrastive
+from vlp.teachers import DecaySchedule
 
 
 class RecordLoss(Callback):
@@ -43,6 +48,13 @@ class RecordLoss(Callback):
 def objective(name: str):
     if name == "itc":
         return Contrastive(embed_dim=16)
+    if name == "data2vec":
+        return Data2Vec(
+            modality="multimodal",
+            image=ImageBranch(min_block=2, targets=Targets(top_k=2, layer_output="ffn")),
+            text=TextBranch(mask_ratio=0.5, targets=Targets(top_k=3)),
+            ema=DecaySchedule(0.9, 0.99, 2),
+        )
     return TripleContrastive(
         embed_dim=16, queue_size=64, momentum_view="images", momentum_dropout=False
     )
@@ -58,6 +70,7 @@ def main(devices: int, batch_size: int, out: Path, name: str, steps: int) -> Non
         ),
         TextEncoder(config=TINY_TEXT, max_length=16),
         [objective(name)],
+        fusion=FusionConfig(depth=2, heads=2),
         optimizer=lambda params: torch.optim.SGD(params, lr=0.5),
         schedule=Schedule(warmup_steps=0, min_lr_ratio=1.0),
     )
@@ -69,6 +82,7 @@ def main(devices: int, batch_size: int, out: Path, name: str, steps: int) -> Non
         augment=Augment(crop_scale=None, brightness_contrast=0.0),
         shuffle=False,
         tokenize=model.tokenize,
+        needs=model.batch_needs,
     )
     recorder = RecordLoss()
     trainer = Trainer(
@@ -83,10 +97,13 @@ def main(devices: int, batch_size: int, out: Path, name: str, steps: int) -> Non
         callbacks=[recorder],
     )
     trainer.fit(model, data)
-    if trainer.global_rank == 0:
-        state = {k: v.contiguous() for k, v in model.state_dict().items()}
-        state["loss"] = torch.tensor(recorder.losses)
-        save_file(state, str(out))
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    state["loss"] = torch.tensor(recorder.losses)
+    save_file(state, str(rank_path(out, trainer.global_rank)))
+
+
+def rank_path(out: Path, rank: int) -> Path:
+    return out if rank == 0 else out.with_name(f"{out.name}.rank{rank}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.distributed.one_step import rank_path
+
 ROOT = Path(__file__).resolve().parents[2]
 QUEUE = ("image_queue.", "text_queue.")
 
@@ -28,7 +30,7 @@ def sorted_queue(state: dict, prefix: str) -> torch.Tensor:
 
 
 @pytest.mark.ddp
-@pytest.mark.parametrize(("objective", "steps"), [("itc", 1), ("tcl", 2)])
+@pytest.mark.parametrize(("objective", "steps"), [("itc", 1), ("tcl", 2), ("data2vec", 2)])
 def test_two_ranks_match_one_rank_on_the_same_global_batch(
     tmp_path: Path, objective: str, steps: int
 ) -> None:
@@ -51,3 +53,14 @@ def test_two_ranks_match_one_rank_on_the_same_global_batch(
             assert torch.allclose(
                 sorted_queue(single, queue), sorted_queue(double, queue), atol=1e-6
             )
+    if objective == "data2vec":  # EMA teachers: moved twice, identical on both ranks
+        other_rank = load_file(str(rank_path(tmp_path / "double.safetensors", 1)))
+        teachers = [name for name in double if name.startswith("teachers.")]
+        assert len(teachers) > 10
+        for name in teachers:
+            assert torch.equal(double[name], other_rank[name]), name
+        updates = [name for name in teachers if name.endswith(".updates")]
+        assert len(updates) == 3 and all(int(double[name]) == steps for name in updates)
+        block = "model.blocks.0.mlp.fc1.weight"
+        vision_teacher = next(n for n in teachers if n.startswith("teachers.vision") and block in n)
+        assert not torch.allclose(double[vision_teacher], double[f"encoders.vision.{block}"])
