@@ -94,8 +94,10 @@ class DeepPrompts(nn.Module):
         A fresh cache every call, since the LM appends to it."""
         batch = attention_mask.shape[0]
         key_values = self.dropout(self.key_values())
-        per_layer = [(keys.expand(batch, *keys.shape), values.expand(batch, *values.shape))
-                     for keys, values in key_values]  # fmt: skip
+        per_layer = [
+            (keys.expand(batch, *keys.shape), values.expand(batch, *values.shape))
+            for keys, values in key_values
+        ]
         ones = attention_mask.new_ones(batch, self.shape[3])
         return {
             "cache": DynamicCache(per_layer),
