@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import get_worker_info
 
+from vlp.datamodules.lm_text import LMTokenize
 from vlp.datamodules.records import SkippedRecord
 from vlp.datamodules.samples import Sample
 from vlp.masking import BlockMasking, SpanMasking
@@ -104,10 +105,14 @@ class Collate:
     With ``masks`` (training, when objectives list mask recipes in their
     needs) there are also the fields of each recipe, e.g. ``image_mask [B,N]``
     or ``masked_text_ids``/``text_mask_positions [T,L]``.
+
+    With ``lm_tokenize`` (training, for Flamingo) each caption is also its image's LM
+    sequence ``<image>caption<|endofchunk|><eos>``: ``lm_ids``/``lm_mask``/``lm_labels [T,L'']``.
     """
 
     tokenize: Callable[[list[str]], dict[str, Tensor]]
     masks: BatchMasks | None = None
+    lm_tokenize: LMTokenize | None = None
 
     def __call__(self, items: list[Sample | SkippedRecord]) -> dict[str, Any]:
         skipped: Counter = Counter()
@@ -132,6 +137,7 @@ class Collate:
                 [s.image_id for s in samples for _ in s.captions], dtype=torch.long
             ),
             **self.tokenize(captions),
+            **(self.lm_tokenize.captions(captions) if self.lm_tokenize else {}),
             "skipped": skipped,
         }
         return batch if self.masks is None else {**batch, **self.masks(batch)}

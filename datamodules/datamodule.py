@@ -9,10 +9,14 @@ from typing import Any
 
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import CombinedLoader
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, Sampler
 
 from vlp.datamodules.collate import BatchMasks, Collate, MaskRecipe
+from vlp.datamodules.lm_text import LMTokenize
+from vlp.datamodules.media_text import MediaTextCollate, MediaTextSource, as_media_samples
+from vlp.datamodules.mixture import DatasetTag, MixturePart, TaggedCollate
 from vlp.datamodules.samples import Views, as_samples
 from vlp.datamodules.transforms import (
     CLIP_MEAN,
@@ -24,7 +28,7 @@ from vlp.datamodules.transforms import (
     train_transform,
 )
 
-PROVIDES = frozenset({"images", "text", "images_aug"})
+PROVIDES = frozenset({"images", "text", "images_aug", "lm_text"})
 MODEL_SIDE = frozenset({"fusion"})  # needs the model, not the data, satisfies
 
 
@@ -83,6 +87,10 @@ class VLPDataModule(LightningDataModule):
             from an evaluation source that has them (the in-memory synthetic scenes).
         tokenize: linked from the model by the CLI, so captions are tokenized
             the way the text encoder expects.
+        lm_tokenize: linked from the model by the CLI when an objective reads
+            ``lm_text`` (Flamingo): training captions and documents in the LM's tokenizer.
+        mixture: train on several datasets at once, one batch of each per step, each
+            loss weighted by its λ (``vlp.datamodules.mixture``); replaces ``train``.
         needs: the batch fields the model's objectives read, linked from the
             model by the CLI; extra views are built only when listed here, and
             mask recipes (``vlp.masking.BlockMasking``/``SpanMasking``) listed
@@ -111,9 +119,14 @@ class VLPDataModule(LightningDataModule):
         classes_file: str | None = None,
         tokenize: Callable[[list[str]], dict[str, Tensor]] | None = None,
         needs: frozenset[str | MaskRecipe] = frozenset({"images", "text"}),
+        lm_tokenize: LMTokenize | None = None,
+        mixture: list[MixturePart] | None = None,
     ) -> None:
         super().__init__()
+        if train is not None and mixture:
+            raise ValueError("set data.train or data.mixture, not both")
         self.sources = {"train": train, "val": val, "test": test, "predict": predict}
+        self.mixture = list(mixture or [])
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -124,6 +137,7 @@ class VLPDataModule(LightningDataModule):
         self.needs = frozenset(needs)
         self.eval_transform = eval_transform(image_size, mean, std)
         self.tokenize = tokenize
+        self.lm_tokenize = lm_tokenize
         self.classes = json.loads(Path(classes_file).read_text()) if classes_file else {}
 
     @property
@@ -159,30 +173,53 @@ class VLPDataModule(LightningDataModule):
         source = self.sources[split]
         if source is None:
             raise ValueError(f"data.{split} is not set: give a source for the {split} split")
+        return self._source_loader(
+            source, train, self.batch_size if train else self.eval_batch_size
+        )
+
+    def _source_loader(
+        self, source: Dataset, train: bool, batch_size: int, tag: DatasetTag | None = None
+    ) -> DataLoader:
         if self.tokenize is None:
             raise ValueError("data.tokenize is not set (the CLI links it from the model)")
+        dataset, collate = self._samples(source, train)
+        streaming = isinstance(dataset, IterableDataset)
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            # a mixture's shorter datasets cycle, so a resumed epoch cannot skip by count
+            sampler=None if streaming else self._sampler(dataset, train, resume=tag is None),
+            drop_last=train,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=collate if tag is None else TaggedCollate(collate, tag),
+        )
+
+    def _samples(self, source: Dataset, train: bool) -> tuple[Dataset, Callable]:
+        """The samples of ``source`` and how to batch them; LM fields only in training."""
+        lm_tokenize = self._lm_tokenize() if train and "lm_text" in self.needs else None
+        if isinstance(source, MediaTextSource):
+            if lm_tokenize is None:
+                raise ValueError("documents and clips train only language-model objectives")
+            return as_media_samples(source, self.eval_transform), MediaTextCollate(lm_tokenize)
         if train:
             extra = {"images_aug": self.second_view_transform} if "images_aug" in self.needs else {}
             views = Views(self.train_transform, extra)
         else:
             views = Views(self.eval_transform)
         dataset = as_samples(source, views, all_captions=not train)
-        streaming = isinstance(dataset, IterableDataset)
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size if train else self.eval_batch_size,
-            sampler=None if streaming else self._sampler(dataset, train),
-            drop_last=train,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=Collate(self.tokenize, self._masks() if train else None),
-        )
+        return dataset, Collate(self.tokenize, self._masks() if train else None, lm_tokenize)
+
+    def _lm_tokenize(self) -> LMTokenize:
+        if self.lm_tokenize is None:
+            raise ValueError("data.lm_tokenize is not set (the CLI links it from the model)")
+        return self.lm_tokenize
 
     def _masks(self) -> BatchMasks | None:
         recipes = tuple(n for n in self.needs if not isinstance(n, str))
         return BatchMasks(recipes, self.seed) if recipes else None
 
-    def _sampler(self, dataset: Dataset, train: bool) -> Sampler:
+    def _sampler(self, dataset: Dataset, train: bool, resume: bool = True) -> Sampler:
         """Our own samplers, so Lightning does not substitute its own.
 
         Training: one seeded permutation split across ranks. Evaluation: every
@@ -193,7 +230,7 @@ class VLPDataModule(LightningDataModule):
         )
         if not train:
             return EvalShardSampler(dataset, world_size, rank, shuffle=False)
-        epoch, skip = self.resume_position
+        epoch, skip = self.resume_position if resume else (-1, 0)
         return ResumableSampler(
             dataset,
             world_size,
@@ -216,8 +253,18 @@ class VLPDataModule(LightningDataModule):
         """Lightning restores this before it builds the training loader."""
         self.resume_position = (state["epoch"], state["samples"])
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
+    def train_dataloader(self) -> DataLoader | CombinedLoader:
+        if not self.mixture:
+            return self._loader("train", train=True)
+        loaders = {
+            part.tag.name: self._source_loader(
+                part.source, True, part.batch_size or self.batch_size, part.tag
+            )
+            for part in self.mixture
+        }
+        if len(loaders) != len(self.mixture):
+            raise ValueError("data.mixture: dataset names must be unique")
+        return CombinedLoader(loaders, mode="max_size_cycle")
 
     def val_dataloader(self) -> DataLoader | list:
         """No validation source means no validation loop (Lightning skips an empty list)."""

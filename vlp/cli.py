@@ -19,11 +19,12 @@ TRAINER_DEFAULTS = {
 
 
 class VLPCLI(LightningCLI):
-    """LightningCLI with the model's tokenizer and batch needs handed to the data module."""
+    """LightningCLI with the model's tokenizers and batch needs handed to the data module."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("model.tokenize", "data.tokenize", apply_on="instantiate")
         parser.link_arguments("model.batch_needs", "data.needs", apply_on="instantiate")
+        parser.link_arguments("model.lm_tokenize", "data.lm_tokenize", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
         """Checkpoints load weights-only unless the user explicitly says otherwise."""

@@ -13,6 +13,8 @@ from torch import Tensor, nn
 from torch.optim import AdamW
 from torch.optim.lr_scheduler import LambdaLR
 
+from vlp.datamodules.lm_text import LMTokenize
+from vlp.datamodules.mixture import DatasetTag, mixture_parts
 from vlp.datamodules.records import SKIP_REASONS
 from vlp.encoders import Encoders, FusionConfig, TextEncoder, VisionEncoder
 from vlp.encoders.text import Tokenize
@@ -111,6 +113,15 @@ class VLPModule(LightningModule):
         return self.encoders.text.tokenize
 
     @property
+    def lm_tokenize(self) -> LMTokenize | None:
+        """How captions and documents become ids of the objective that owns a language model
+        (Flamingo), if any; the data module is linked to it."""
+        owners = [o for o in self.objectives if "lm_text" in o.needs]
+        if len(owners) > 1:
+            raise ValueError("several objectives read lm_text: a batch holds one LM's text")
+        return owners[0].lm_tokenize if owners else None
+
+    @property
     def batch_needs(self) -> frozenset[str]:
         """Union of what the objectives read; the data module builds only these fields."""
         return frozenset().union(*(o.needs for o in self.objectives))
@@ -125,18 +136,39 @@ class VLPModule(LightningModule):
         return Step(batch, self.encoders, self.teachers, self.evaluator.embedder, self.global_step)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        """One batch, or a mixture's batch of every dataset: Σ_d λ_d · Σ_objectives w·loss,
+        so one backward accumulates every dataset's gradient into this step."""
+        parts = mixture_parts(batch)
+        losses = [self._dataset_loss(part, tag) for tag, part in parts]
+        total = sum(losses[1:], losses[0])
+        batch_size = sum(_batch_size(part) for _, part in parts)
+        self.log("train/loss", total.detach(), prog_bar=True, batch_size=batch_size)
+        self._log_skipped(sum((part.get("skipped", Counter()) for _, part in parts), Counter()))
+        return total
+
+    def _dataset_loss(self, batch: dict[str, Any], tag: DatasetTag | None) -> Tensor:
+        """λ · the weighted objectives' losses on one dataset's batch (λ = 1 outside a mixture)."""
+        names = self.objective_names if tag is None or tag.objectives is None else tag.objectives
+        unknown = set(names) - set(self.objective_names)
+        if unknown:
+            raise ValueError(f"data.mixture names objectives {sorted(unknown)}; the model has "
+                             f"{self.objective_names}")  # fmt: skip
+        prefix = "train" if tag is None else f"train/{tag.name}"
         step = self.step(batch)
+        batch_size = _batch_size(batch)
         total: Tensor | None = None
-        batch_size = batch["images"].shape[0]
         for name, objective in zip(self.objective_names, self.objectives, strict=True):
+            if name not in names:
+                continue
             terms = objective(step)
             loss = weighted_total(terms, objective.weight)
             total = loss if total is None else total + loss
             for term, value in terms.items():
-                self.log(f"train/{name}/{term}", value.detach(), batch_size=batch_size)
-        self.log("train/loss", total.detach(), prog_bar=True, batch_size=batch_size)
-        self._log_skipped(batch.get("skipped", Counter()))
-        return total
+                self.log(f"{prefix}/{name}/{term}", value.detach(), batch_size=batch_size)
+        if tag is None:
+            return total
+        self.log(f"{prefix}/loss", total.detach(), batch_size=batch_size)
+        return tag.weight * total
 
     def _log_skipped(self, skipped: Counter) -> None:
         """Bad samples dropped by the data pipeline, summed over the epoch and all ranks."""
@@ -198,6 +230,10 @@ class VLPModule(LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": LambdaLR(optimizer, factor), "interval": "step"},
         }
+
+
+def _batch_size(batch: dict[str, Any]) -> int:
+    return len(batch["images"] if "images" in batch else batch["media"])
 
 
 def _unique_names(names: list[str]) -> list[str]:

@@ -58,6 +58,22 @@ class Step:
     def image(self, field: str = "images") -> Encoding:
         return self.cached(("image", field), lambda: self.encoders.vision(self.field(field)))
 
+    def media(self) -> Tensor:
+        """Patch tokens of the batch's media, [B, T_media, F_frames, N, D], for Flamingo.
+
+        Documents and clips carry ``media`` [B, T, F, C, H, W]; image–text pairs have
+        none, and each image is its row's one single-frame medium, read from
+        :meth:`image` so that objectives on the same pairs share one vision pass.
+        """
+        if "media" not in self.batch:
+            return self.image().tokens[:, None, None]
+
+        def encode() -> Tensor:
+            media = self.field("media")
+            return self.encoders.vision(media.flatten(0, 2)).tokens.unflatten(0, media.shape[:3])
+
+        return self.cached("media", encode)
+
     def text(self) -> Encoding:
         return self.cached(
             "text", lambda: self.encoders.text(self.field("text_ids"), self.field("text_mask"))

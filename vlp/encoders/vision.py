@@ -12,6 +12,8 @@ from torch import Tensor, nn
 
 from vlp.encoding import Encoding
 
+VLP_CHECKPOINT_SUFFIX = ".ckpt"  # Lightning's; other files are handed to timm
+
 
 class VisionEncoder(nn.Module):
     """A timm backbone without its classifier.
@@ -20,7 +22,9 @@ class VisionEncoder(nn.Module):
         name: timm model name, e.g. ``vit_base_patch16_224`` or ``resnet50``.
         pretrained: load timm's pretrained weights (from the hub or its cache).
         checkpoint_path: a local weights file (safetensors, or a ``torch.save``
-            file loaded weights-only) used instead of hub weights.
+            file loaded weights-only) used instead of hub weights; or a vlp training
+            checkpoint (``.ckpt``), whose vision tower starts this one (staged training,
+            e.g. Flamingo on a tower pretrained with ITC).
         image_size: input resolution; ViTs interpolate their position embeddings.
         model_kwargs: extra ``timm.create_model`` arguments, e.g. ``depth`` or
             ``embed_dim`` for a tiny model.
@@ -35,10 +39,11 @@ class VisionEncoder(nn.Module):
         model_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        from_vlp = bool(checkpoint_path) and str(checkpoint_path).endswith(VLP_CHECKPOINT_SUFFIX)
         kwargs: dict[str, Any] = {
             "pretrained": pretrained,
             "num_classes": 0,
-            "checkpoint_path": checkpoint_path or "",
+            "checkpoint_path": "" if from_vlp else checkpoint_path or "",
             **(model_kwargs or {}),
         }
         try:
@@ -46,6 +51,8 @@ class VisionEncoder(nn.Module):
             self.model = timm.create_model(name, **sized, **kwargs)
         except TypeError:  # convnets take any resolution and have no img_size argument
             self.model = timm.create_model(name, **kwargs)
+        if from_vlp:
+            self.model.load_state_dict(vision_weights(checkpoint_path))
         self.width: int = self.model.num_features
         self.num_prefix_tokens: int = getattr(self.model, "num_prefix_tokens", 0)
         self.mask_token: nn.Parameter | None = None
@@ -99,6 +106,17 @@ class VisionEncoder(nn.Module):
             yield
         finally:
             handle.remove()
+
+
+def vision_weights(checkpoint_path: str) -> dict[str, Tensor]:
+    """The timm model's weights inside a vlp checkpoint (``encoders.vision.model.*``),
+    loaded weights-only."""
+    state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)["state_dict"]
+    prefix = "encoders.vision.model."
+    weights = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+    if not weights:
+        raise ValueError(f"{checkpoint_path}: no vision encoder weights ({prefix}*)")
+    return weights
 
 
 def _as_tokens(x: Tensor) -> Tensor:

@@ -1,0 +1,77 @@
+"""Text and media as one language-model sequence, with Flamingo's training labels.
+
+A document is laid out in reading order as text pieces and ``None`` where a medium
+(an image, or a clip of frames) stands. Following OpenFlamingo's data pipeline
+(``shared/specs/flamingo.md`` §4.1), each medium becomes ``<image>``, every medium but
+the first is preceded by ``<|endofchunk|>`` (closing the text about the previous one),
+and the sequence ends with ``<|endofchunk|>`` and the tokenizer's EOS:
+
+    pair:      <image>a red circle<|endofchunk|><eos>
+    document:  intro<image>first, a red circle.<|endofchunk|><image>then, ...<|endofchunk|><eos>
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from torch import Tensor
+from transformers import PreTrainedTokenizerBase
+
+from vlp.flamingo.loss import flamingo_labels
+from vlp.flamingo.tokens import END_OF_CHUNK, IMAGE
+
+Layout = Sequence[str | None]  # text pieces, and None where a medium stands
+
+
+def format_document(layout: Layout, eos: str = "") -> str:
+    """The LM text of one document; consecutive text pieces are joined by a space."""
+    parts: list[str] = []
+    media_seen = 0
+    previous_was_text = False
+    for piece in layout:
+        if piece is None:
+            parts.append(IMAGE if media_seen == 0 else END_OF_CHUNK + IMAGE)
+            media_seen += 1
+            previous_was_text = False
+        elif piece.strip():
+            parts.append((" " if previous_was_text else "") + piece.strip())
+            previous_was_text = True
+    return "".join(parts) + END_OF_CHUNK + eos
+
+
+@dataclass(frozen=True)
+class LMTokenize:
+    """Documents → ``lm_ids``/``lm_mask``/``lm_labels`` [B, L] for the Flamingo LM.
+
+    Small and picklable, so data workers can run it. The tokenizer must already know
+    ``<image>`` and ``<|endofchunk|>`` (the Flamingo objective adds them). Its own
+    special tokens are kept (a BOS for Llama, ``[CLS] … [SEP]`` for BERT-style
+    vocabularies); its EOS, if it has one, ends every document. Sequences are padded
+    on the right and truncated to ``max_length`` tokens, interleaved documents to
+    ``document_max_length`` (OpenFlamingo: 32 and 256).
+    """
+
+    tokenizer: PreTrainedTokenizerBase
+    max_length: int
+    document_max_length: int
+
+    def __call__(self, layouts: Sequence[Layout], interleaved: bool) -> dict[str, Tensor]:
+        """``interleaved``: documents (MMC4-style label masking) rather than captioned media."""
+        texts = [format_document(layout, self.tokenizer.eos_token or "") for layout in layouts]
+        tokens = self.tokenizer(
+            texts,
+            padding="longest",
+            truncation=True,
+            max_length=self.document_max_length if interleaved else self.max_length,
+            padding_side="right",
+            return_tensors="pt",
+        )
+        ids, mask = tokens["input_ids"], tokens["attention_mask"]
+        image_id, end_of_chunk_id = self.tokenizer.convert_tokens_to_ids([IMAGE, END_OF_CHUNK])
+        labels = flamingo_labels(ids, mask, image_id, end_of_chunk_id, interleaved)
+        return {"lm_ids": ids, "lm_mask": mask, "lm_labels": labels}
+
+    def captions(self, captions: Sequence[str]) -> dict[str, Tensor]:
+        """Each caption after its one medium: ``<image>caption<|endofchunk|><eos>``."""
+        return self([(None, caption) for caption in captions], interleaved=False)

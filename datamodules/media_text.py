@@ -1,0 +1,134 @@
+"""Media-and-text data for a language model: interleaved documents and captioned clips.
+
+Image–text pairs keep their own path (``records``/``samples``/``collate``) and reach the
+LM through :meth:`LMTokenize.captions`; everything with several media per row, or
+several frames per medium, comes through here.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset, IterableDataset
+
+from vlp.datamodules.lm_text import LMTokenize
+from vlp.datamodules.records import SkippedRecord
+
+Medium = tuple[Image.Image, ...]  # one image, or the frames of a clip in order
+
+
+@dataclass(frozen=True)
+class MediaTextRecord:
+    """Text and media in reading order, e.g. ``(image, "a red circle", image, "then, ...")``.
+
+    ``interleaved`` documents get MMC4's label masking (no loss on text before the first
+    medium or between an ``<|endofchunk|>`` and the next medium); a single captioned
+    image or clip gets the pairs' (every caption token and EOS is a target).
+    """
+
+    segments: tuple[str | Medium, ...]
+    interleaved: bool
+    key: str = ""
+
+
+class MediaTextSource(Dataset):
+    """Base of the sources that yield :class:`MediaTextRecord` (the data module routes on it)."""
+
+
+@dataclass
+class MediaTextSample:
+    """A record with its media transformed: ``media[k]`` is [F, C, H, W] for the k-th medium."""
+
+    layout: list[str | None]
+    media: list[Tensor]
+    interleaved: bool
+
+
+def to_media_sample(
+    record: MediaTextRecord | SkippedRecord, transform: Callable
+) -> MediaTextSample | SkippedRecord:
+    """Every frame goes through the same deterministic ``transform`` (random crops would
+    move a clip's object between frames)."""
+    if isinstance(record, SkippedRecord):
+        return record
+    layout: list[str | None] = []
+    media: list[Tensor] = []
+    for segment in record.segments:
+        if isinstance(segment, str):
+            layout.append(segment)
+        else:
+            layout.append(None)
+            media.append(torch.stack([transform(frame) for frame in segment]))
+    return MediaTextSample(layout, media, record.interleaved)
+
+
+class MediaTextSamples(Dataset):
+    """A map-style :class:`MediaTextSource` seen through :func:`to_media_sample`."""
+
+    def __init__(self, source: Dataset, transform: Callable) -> None:
+        self.source = source
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> MediaTextSample | SkippedRecord:
+        return to_media_sample(self.source[index], self.transform)
+
+
+class StreamedMediaTextSamples(IterableDataset):
+    """A streaming :class:`MediaTextSource` seen through :func:`to_media_sample`."""
+
+    def __init__(self, source: IterableDataset, transform: Callable) -> None:
+        self.source = source
+        self.transform = transform
+
+    def __iter__(self) -> Iterator[MediaTextSample | SkippedRecord]:
+        for record in self.source:
+            yield to_media_sample(record, self.transform)
+
+
+def as_media_samples(source: Dataset, transform: Callable) -> Dataset:
+    streaming = isinstance(source, IterableDataset)
+    return (StreamedMediaTextSamples if streaming else MediaTextSamples)(source, transform)
+
+
+@dataclass(frozen=True)
+class MediaTextCollate:
+    """Batch fields: ``media`` [B, T, F, C, H, W] (rows with fewer media are zero-padded;
+    the padding is never attended, as no ``<image>`` token names it), ``media_counts``
+    [B], ``lm_ids``/``lm_mask``/``lm_labels`` [B, L] and ``skipped``."""
+
+    lm_tokenize: LMTokenize
+
+    def __call__(self, items: list[MediaTextSample | SkippedRecord]) -> dict[str, Any]:
+        skipped = Counter(item.reason for item in items if isinstance(item, SkippedRecord))
+        samples = [item for item in items if not isinstance(item, SkippedRecord)]
+        if not samples:
+            raise ValueError(f"every sample of a batch was bad: {dict(skipped)}")
+        frame_shapes = {medium.shape for s in samples for medium in s.media}
+        if len(frame_shapes) > 1:
+            raise ValueError(
+                f"media of one batch differ in frames or size {sorted(frame_shapes)}: "
+                "give images and clips their own datasets in a mixture"
+            )
+        counts = [len(s.media) for s in samples]
+        (shape,) = frame_shapes or {(1, 0, 0, 0)}
+        media = torch.zeros(len(samples), max(counts), *shape)
+        for row, sample in enumerate(samples):
+            for k, medium in enumerate(sample.media):
+                media[row, k] = medium
+        if len({s.interleaved for s in samples}) > 1:
+            raise ValueError("a batch mixes documents and captioned media; use a mixture")
+        return {
+            "media": media,
+            "media_counts": torch.tensor(counts, dtype=torch.long),
+            **self.lm_tokenize([s.layout for s in samples], samples[0].interleaved),
+            "skipped": skipped,
+        }
