@@ -12,9 +12,16 @@ import yaml
 
 from vlp import sweep_run
 from vlp.data_command import write_synthetic
-from vlp.sweep import main, parse_args, run_locally, run_with_submitit, slurm_executor
+from vlp.sweep import (
+    device_shares,
+    main,
+    parse_args,
+    run_locally,
+    run_with_submitit,
+    slurm_executor,
+)
 from vlp.sweep_plan import ObjectiveSet, Run, expand, label, load_sweep
-from vlp.sweep_run import RunDir, execute, prepare, reweight, sweep_config
+from vlp.sweep_run import RunDir, execute, prepare, reweight, sweep_configs, write_run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = ROOT / "configs/sweeps"
@@ -82,7 +89,8 @@ def test_sweep_file_paths_are_relative_to_it_and_weights_name_the_set(tmp_path: 
 def test_shipped_comparison_covers_every_objective_set_over_three_seeds() -> None:
     sweep = load_sweep(SWEEPS / "objectives.yaml")
     shipped = {path.resolve() for path in (ROOT / "configs/objectives").glob("*.yaml")}
-    assert {run.objectives.path.resolve() for run in sweep.runs} == shipped
+    swept = {run.objectives.path.resolve() for run in sweep.runs}
+    assert swept == shipped, "configs/sweeps/objectives.yaml must list every objective set"
     assert sorted({run.seed for run in sweep.runs}) == [0, 1, 2]
     assert len(sweep.runs) == 3 * len(shipped)
     tiny = load_sweep(TINY)
@@ -93,9 +101,10 @@ def test_shipped_comparison_covers_every_objective_set_over_three_seeds() -> Non
 def test_run_config_logs_checkpoints_and_reweights_inside_its_folder(tmp_path: Path) -> None:
     sweep = load_sweep(TINY)
     albef = ObjectiveSet("albef_itm2", ROOT / "configs/objectives/albef.yaml", {"itm": 2.0})
-    config = sweep_config(sweep, Run("albef_itm2", 1, albef, {}), tmp_path)
+    [config] = sweep_configs(sweep, [Run("albef_itm2", 1, albef, {})], tmp_path)
     assert config["seed_everything"] == config["data"]["seed"] == 1
-    assert config["trainer"]["limit_train_batches"] == 3  # a common override
+    # a common override, still an int (a float 3.0 would mean 300 % of the batches)
+    assert type(config["trainer"]["limit_train_batches"]) is int
     assert config["trainer"]["logger"]["init_args"] == {
         "save_dir": str(tmp_path),
         "name": "albef_itm2_s1",
@@ -115,6 +124,18 @@ def test_run_config_logs_checkpoints_and_reweights_inside_its_folder(tmp_path: P
         "ImageTextMatching": 2.0,
         "MaskedLanguageModeling": 1.0,
     }
+
+
+def test_a_run_whose_config_changed_starts_over(tmp_path: Path) -> None:
+    sweep = load_sweep(TINY)
+    run = sweep.runs[0]
+    write_run_dir(sweep, run, {"trainer": {"max_epochs": 1}}, tmp_path).done.touch()
+    unchanged = write_run_dir(sweep, run, {"trainer": {"max_epochs": 1}}, tmp_path)
+    assert unchanged.done.exists()
+    changed = write_run_dir(sweep, run, {"trainer": {"max_epochs": 2}}, tmp_path)
+    assert not changed.done.exists()
+    assert yaml.safe_load(changed.config.read_text()) == {"trainer": {"max_epochs": 2}}
+    assert changed.read_info()["configuration"] == "itc"
 
 
 def test_weights_for_an_objective_not_in_the_set_are_refused() -> None:
@@ -187,7 +208,7 @@ def two_runs(workdir: Path) -> Path:
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(workdir)
         runs = [run for run in sweep.runs if run.objectives.name == "itc"]
-        failures = run_locally([prepare(sweep, run, out) for run in runs], parallel=2)
+        failures = run_locally(prepare(sweep, runs, out), parallel=2)
     assert failures == []
     return out
 
@@ -251,6 +272,20 @@ def test_slurm_options_reach_the_batch_script(tmp_path: Path, monkeypatch) -> No
     script = slurm_executor(tmp_path, args)._executor._make_submission_file_text("cmd", "0")
     for line in ("--partition=gpu", "--time=30", "--gpus-per-node=2", "--cpus-per-task=8"):
         assert f"#SBATCH {line}\n" in script
+
+
+def test_concurrent_runs_split_the_gpus_or_the_cpu_threads(monkeypatch) -> None:
+    import torch
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert device_shares(1) == [{}]
+    assert device_shares(4) == [{"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}] * 4
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6")
+    shares = [share["CUDA_VISIBLE_DEVICES"] for share in device_shares(2)]
+    assert shares == ["4,6", "5"]
+    assert [s["CUDA_VISIBLE_DEVICES"] for s in device_shares(4)] == ["4", "5", "6", "4"]
 
 
 @pytest.mark.slow

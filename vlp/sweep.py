@@ -53,16 +53,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     sweep = load_sweep(args.file)
     out = (args.out or sweep.out).absolute()
-    pending = [run for run in sweep.runs if not RunDir(out / run.name).done.exists()]
     if args.dry_run:
-        print_plan(sweep, pending)
+        print_plan(sweep, [run for run in sweep.runs if not RunDir(out / run.name).done.exists()])
         return
-    print(f"{len(sweep.runs)} runs, {len(sweep.runs) - len(pending)} finished -> {out}")
-    run_dirs = [prepare(sweep, run, out) for run in pending]
+    run_dirs = prepare(sweep, sweep.runs, out)
+    pending = [run_dir for run_dir in run_dirs if not run_dir.done.exists()]
+    print(f"{len(run_dirs)} runs, {len(run_dirs) - len(pending)} finished -> {out}")
     if args.executor == "slurm":
-        failures = run_with_submitit(slurm_executor(out, args), run_dirs, resume=not args.restart)
+        failures = run_with_submitit(slurm_executor(out, args), pending, resume=not args.restart)
     else:
-        failures = run_locally(run_dirs, args.parallel or 1, resume=not args.restart)
+        failures = run_locally(pending, args.parallel or 1, resume=not args.restart)
     if failures:
         raise SystemExit("failed runs:\n  " + "\n  ".join(failures))
     print(f"all runs finished; aggregate them with: vlp report {out}")
@@ -86,10 +86,10 @@ def run_locally(run_dirs: list[RunDir], parallel: int, resume: bool = True) -> l
     for env in device_shares(parallel):
         slots.put(env)
 
-    def one(run_dir: RunDir) -> str:
+    def one(run_dir: RunDir) -> None:
         env = slots.get()
         try:
-            return execute(run_dir, Path.cwd(), os.environ | env, resume)
+            execute(run_dir, Path.cwd(), os.environ | env, resume)
         finally:
             slots.put(env)
 

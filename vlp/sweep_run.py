@@ -20,7 +20,6 @@ import json
 import shutil
 import subprocess
 import sys
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,20 +79,30 @@ class RunDir:
         return json.loads(self.info.read_text())
 
 
-def prepare(sweep: Sweep, run: Run, out: Path) -> RunDir:
-    """Resolve the run's config through the real CLI and write it; a changed config starts over.
+def prepare(sweep: Sweep, runs: list[Run], out: Path) -> list[RunDir]:
+    """Resolve the runs' configs through the real CLI and write them; a changed config starts over.
 
-    A run whose config is unchanged keeps its checkpoint and logs, so it can resume.
+    A run whose config is unchanged keeps its checkpoint, logs and ``done`` marker, so it
+    resumes or is skipped.
     """
+    configs = sweep_configs(sweep, runs, out)
+    return [
+        write_run_dir(sweep, run, config, out) for run, config in zip(runs, configs, strict=True)
+    ]
+
+
+def write_run_dir(sweep: Sweep, run: Run, config: dict[str, Any], out: Path) -> RunDir:
+    """``out/<run>`` with the config and ``run.json``, emptied first if the config changed."""
     run_dir = RunDir(out / run.name)
-    text = yaml.safe_dump(sweep_config(sweep, run, out), sort_keys=False)
+    text = yaml.safe_dump(config, sort_keys=False)
     if run_dir.config.exists() and run_dir.config.read_text() != text:
         shutil.rmtree(run_dir.path)
     run_dir.path.mkdir(parents=True, exist_ok=True)
     run_dir.config.write_text(text)
     info = {
         "name": run.name,
-        "index": sweep.runs.index(run),  # the report lists configurations in sweep order
+        # the report lists configurations in sweep order
+        "index": [r.name for r in sweep.runs].index(run.name),
         "configuration": run.configuration,
         "seed": run.seed,
         "objectives": str(run.objectives.path),
@@ -104,52 +113,76 @@ def prepare(sweep: Sweep, run: Run, out: Path) -> RunDir:
     return run_dir
 
 
-def sweep_config(sweep: Sweep, run: Run, out: Path) -> dict[str, Any]:
-    """The base config with the run's objectives, overrides and seed, logging into ``out/<run>``."""
-    overrides = sweep.overrides | run.point
-    config = resolve_config(
+def sweep_configs(sweep: Sweep, runs: list[Run], out: Path) -> list[dict[str, Any]]:
+    """Per run: the base config with its objectives, overrides and seed, logging in ``out/<run>``."""
+    resolved = resolve_configs(
         [
-            "--config", str(sweep.base),
-            "--model.objectives", str(run.objectives.path),
-            *(f"--{key}={cli_value(value)}" for key, value in overrides.items()),
-            f"--seed_everything={run.seed}",
-            f"--data.seed={run.seed}",
+            [
+                "--config", str(sweep.base),
+                "--model.objectives", str(run.objectives.path),
+                *(f"--{k}={cli_value(v)}" for k, v in (sweep.overrides | run.point).items()),
+                f"--seed_everything={run.seed}",
+                f"--data.seed={run.seed}",
+            ]
+            for run in runs
         ]
     )  # fmt: skip
-    trainer = config["trainer"]
-    trainer["logger"] = {
-        "class_path": CSV_LOGGER,
-        "init_args": {"save_dir": str(out), "name": run.name, "version": FIT},
-    }
-    callbacks = trainer.get("callbacks") or []
+    for run, config in zip(runs, resolved, strict=True):
+        trainer = config["trainer"]
+        trainer["logger"] = {
+            "class_path": CSV_LOGGER,
+            "init_args": {"save_dir": str(out), "name": run.name, "version": FIT},
+        }
+        trainer["callbacks"] = sweep_callbacks(trainer.get("callbacks") or [], out / run.name)
+        reweight(config["model"]["objectives"], run.objectives.weights)
+    return resolved
+
+
+def sweep_callbacks(callbacks: list[dict[str, Any]], run_dir: Path) -> list[dict[str, Any]]:
+    """Checkpoints (with ``last.ckpt``, which test reads) in the run's folder; throughput on."""
     checkpoints = [c for c in callbacks if c["class_path"] == CHECKPOINT]
     if not checkpoints:
         checkpoints = [{"class_path": CHECKPOINT, "init_args": {"save_top_k": 0}}]
-        callbacks.append(checkpoints[0])
     for checkpoint in checkpoints:
-        checkpoint["init_args"]["dirpath"] = str(out / run.name / "checkpoints")
+        checkpoint["init_args"]["dirpath"] = str(run_dir / "checkpoints")
     checkpoints[0]["init_args"]["save_last"] = True
-    if all(c["class_path"] != THROUGHPUT for c in callbacks):
-        callbacks.append({"class_path": THROUGHPUT})
-    trainer["callbacks"] = callbacks
-    reweight(config["model"]["objectives"], run.objectives.weights)
-    return config
+    others = [c for c in callbacks if c["class_path"] not in (CHECKPOINT, THROUGHPUT)]
+    return [*others, *checkpoints, {"class_path": THROUGHPUT}]
 
 
-def resolve_config(args: list[str]) -> dict[str, Any]:
-    """What ``vlp fit ARGS --print_config`` prints: the fully resolved, validated config."""
+def resolve_configs(arg_lists: list[list[str]]) -> list[dict[str, Any]]:
+    """What ``vlp fit ARGS --print_config`` prints for each ARGS: resolved, validated configs.
+
+    Parsed in a fresh interpreter, as ``vlp fit`` parses: jsonargparse's type resolution
+    depends on the modules already imported (after ``import rich.console``, an override
+    ``limit_train_batches=3`` comes back as ``3.0``, which Lightning reads as a fraction).
+    """
+    child = subprocess.run(
+        [sys.executable, "-m", "vlp.sweep_run"],
+        input=json.dumps(arg_lists),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    if child.returncode:
+        raise ValueError("a run's config does not parse; the error is printed above")
+    return [yaml.safe_load(text) for text in json.loads(child.stdout)]
+
+
+def _print_configs() -> None:
+    """The child of ``resolve_configs``: argument lists as JSON on stdin, configs on stdout."""
     from vlp.cli import run_cli
 
-    printed = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(printed), warnings.catch_warnings():
-            # `vlp sweep`'s own command line is not meant for this parser
-            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-            run_cli(["fit", *args, "--print_config"])
-    except SystemExit as exit:
-        if exit.code:
-            raise ValueError(f"the sweep's config does not parse (see above): {args}") from None
-    return yaml.safe_load(printed.getvalue())
+    printed = []
+    for args in json.load(sys.stdin):
+        buffer = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(buffer):
+                run_cli(["fit", *args, "--print_config"])
+        except SystemExit as exit:
+            if exit.code:
+                raise SystemExit(f"vlp sweep: cannot parse `vlp fit {' '.join(args)}`") from None
+        printed.append(buffer.getvalue())
+    json.dump(printed, sys.stdout)
 
 
 def cli_value(value: Any) -> str:
@@ -177,8 +210,8 @@ def _objective_class(class_path: str) -> type:
 
 def execute(
     run_dir: RunDir, cwd: Path, env: dict[str, str] | None = None, resume: bool = True
-) -> str:
-    """Fit (resuming from the last checkpoint when allowed), test, mark done; returns the name.
+) -> None:
+    """Fit (resuming from the last checkpoint when allowed), then test, then mark done.
 
     Module-level and given plain data, so submitit can pickle it to a cluster node.
     """
@@ -201,7 +234,6 @@ def execute(
     ]  # fmt: skip
     _stage(run_dir, "test", test_args, cwd, env)
     run_dir.done.touch()
-    return run_dir.name
 
 
 def _stage(
@@ -218,3 +250,7 @@ def _stage(
         )
     if code:
         raise RunFailed(f"{run_dir.name}: `vlp {stage}` exited with {code}; see {log}")
+
+
+if __name__ == "__main__":
+    _print_configs()
