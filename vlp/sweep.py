@@ -88,6 +88,7 @@ def run_locally(run_dirs: list[RunDir], parallel: int, resume: bool = True) -> l
 
     def one(run_dir: RunDir) -> None:
         env = slots.get()
+        print(f"{run_dir.name}: running (logs in {run_dir.path})", flush=True)
         try:
             execute(run_dir, Path.cwd(), os.environ | env, resume)
         finally:
