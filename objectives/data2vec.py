@@ -236,8 +236,8 @@ class Data2Vec(Objective):
             self.image_head = regression_head(encoders.vision.width, self.image.head_layers)
         if self.uses_text:
             recipes.add(self._span_masking(encoders))
-            width = encoders.text.width if encoders.fusion is None else encoders.fusion.width
-            self.text_head = regression_head(width, self.text.head_layers)
+            # The fusion encoder keeps the text width, so one head size serves both paths.
+            self.text_head = regression_head(encoders.text.width, self.text.head_layers)
         self.needs = self.needs | recipes
 
     def _span_masking(self, encoders: Encoders) -> SpanMasking:
