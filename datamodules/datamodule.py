@@ -14,6 +14,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, Sampler
 
 from vlp.datamodules.collate import BatchMasks, Collate, MaskRecipe
+from vlp.datamodules.kshot import KShot
 from vlp.datamodules.lm_text import LMTokenize
 from vlp.datamodules.media_text import MediaTextCollate, MediaTextSource, as_media_samples
 from vlp.datamodules.mixture import DatasetTag, MixturePart, TaggedCollate
@@ -28,7 +29,7 @@ from vlp.datamodules.transforms import (
     train_transform,
 )
 
-PROVIDES = frozenset({"images", "text", "images_aug", "lm_text"})
+PROVIDES = frozenset({"images", "text", "images_aug", "lm_text", "labels"})
 MODEL_SIDE = frozenset({"fusion"})  # needs the model, not the data, satisfies
 
 
@@ -91,6 +92,8 @@ class VLPDataModule(LightningDataModule):
             ``lm_text`` (Flamingo): training captions and documents in the LM's tokenizer.
         mixture: train on several datasets at once, one batch of each per step, each
             loss weighted by its λ (``vlp.datamodules.mixture``); replaces ``train``.
+        kshot: train on ``k`` labelled images per class of ``train``, drawn reproducibly
+            (``{k: 16, seed: 1}``; CoOp's few-shot protocol).
         needs: the batch fields the model's objectives read, linked from the
             model by the CLI; extra views are built only when listed here, and
             mask recipes (``vlp.masking.BlockMasking``/``SpanMasking``) listed
@@ -121,10 +124,15 @@ class VLPDataModule(LightningDataModule):
         needs: frozenset[str | MaskRecipe] = frozenset({"images", "text"}),
         lm_tokenize: LMTokenize | None = None,
         mixture: list[MixturePart] | None = None,
+        kshot: KShot | None = None,
     ) -> None:
         super().__init__()
         if train is not None and mixture:
             raise ValueError("set data.train or data.mixture, not both")
+        if kshot is not None and train is None:
+            raise ValueError("data.kshot draws from data.train: set it")
+        self.kshot = kshot
+        self._kshot_subset: Dataset | None = None
         self.sources = {"train": train, "val": val, "test": test, "predict": predict}
         self.mixture = list(mixture or [])
         self.batch_size = batch_size
@@ -170,12 +178,20 @@ class VLPDataModule(LightningDataModule):
             )
 
     def _loader(self, split: str, train: bool) -> DataLoader:
-        source = self.sources[split]
+        source = self._train_source() if split == "train" else self.sources[split]
         if source is None:
             raise ValueError(f"data.{split} is not set: give a source for the {split} split")
         return self._source_loader(
             source, train, self.batch_size if train else self.eval_batch_size
         )
+
+    def _train_source(self) -> Dataset | None:
+        """``train``, or its k-shot subset (drawn once: it reads every record's label)."""
+        if self.kshot is None:
+            return self.sources["train"]
+        if self._kshot_subset is None:
+            self._kshot_subset = self.kshot.subset(self.sources["train"])
+        return self._kshot_subset
 
     def _source_loader(
         self, source: Dataset, train: bool, batch_size: int, tag: DatasetTag | None = None

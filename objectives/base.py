@@ -30,6 +30,9 @@ class Objective(nn.Module):
     needs: ClassVar[frozenset[str]] = frozenset({"images", "text"})
     #: short name used as the logging prefix
     name: ClassVar[str] = "objective"
+    #: the objective adapts a frozen model (prompt tuning, e.g. CoOp): the module freezes
+    #: every weight outside such objectives
+    prompt_only: ClassVar[bool] = False
 
     def __init__(self, weight: float = 1.0) -> None:
         super().__init__()

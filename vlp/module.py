@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torch.optim import AdamW
 from torch.optim.lr_scheduler import LambdaLR
@@ -21,6 +22,8 @@ from vlp.encoders.text import Tokenize
 from vlp.evaluation.evaluator import Evaluator
 from vlp.objectives.base import Objective, weighted_total
 from vlp.optim import apply_lr_multipliers, parameter_groups, warmup_cosine
+from vlp.prompting.freezing import ParameterCount, train_only
+from vlp.staged import init_from_checkpoint
 from vlp.step import Step
 from vlp.teachers import EMATeacher
 
@@ -53,6 +56,12 @@ class VLPModule(LightningModule):
             frozen modules also stay in eval mode (no dropout).
         lr_multipliers: learning-rate factor per module name, e.g.
             ``{encoders.text: 0.1}`` to fine-tune a pretrained tower gently.
+        init_from: a vlp checkpoint (``.ckpt``) whose encoder and objective weights start
+            this model, read weights-only (staged training: e.g. CoOp on an ITC run, whose
+            objectives come first in the same order); weights it lacks keep their
+            initialisation, and EMA teachers start as copies of the loaded encoders.
+
+    An objective with ``prompt_only`` (CoOp) freezes everything outside such objectives.
     """
 
     def __init__(
@@ -65,6 +74,7 @@ class VLPModule(LightningModule):
         schedule: Schedule = Schedule(),
         freeze: tuple[str, ...] = (),
         lr_multipliers: dict[str, float] | None = None,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         if not objectives:
@@ -79,6 +89,9 @@ class VLPModule(LightningModule):
         for objective in objectives:
             objective.bind(self.encoders)
         self.objective_names = _unique_names([o.name for o in objectives])
+        if init_from:
+            kept = init_from_checkpoint(self, init_from, ("encoders.", "objectives."))
+            rank_zero_info(f"vlp: started from {init_from}; initialised anew: {kept or 'none'}")
         specs = {spec.key: spec for o in objectives for spec in o.teacher_specs()}
         self.teachers = nn.ModuleDict(
             {
@@ -88,7 +101,7 @@ class VLPModule(LightningModule):
         )
         self.optimizer_factory = optimizer
         self.schedule = schedule
-        self.frozen = self._freeze(tuple(freeze))
+        self.frozen = self._freeze(tuple(freeze)) + self._freeze_all_but_prompts()
         self.lr_multipliers = dict(lr_multipliers or {})
         self.evaluator = Evaluator(self)
 
@@ -100,6 +113,27 @@ class VLPModule(LightningModule):
         for module in modules:
             module.requires_grad_(False).eval()
         return modules
+
+    def _freeze_all_but_prompts(self) -> list[nn.Module]:
+        """Prompt tuning: only the ``prompt_only`` objectives learn; the rest runs in eval mode."""
+        prompts = [o for o in self.objectives if o.prompt_only]
+        if not prompts:
+            return []
+        train_only(self, *prompts)
+        frozen = [self.encoders, *(o for o in self.objectives if not o.prompt_only)]
+        for module in frozen:
+            module.eval()
+        return frozen
+
+    def on_train_start(self) -> None:
+        """Report how much of the model trains: all of it, or a prompt of a frozen model."""
+        parameters = list(self.parameters())
+        count = ParameterCount(
+            trainable=sum(p.numel() for p in parameters if p.requires_grad),
+            total=sum(p.numel() for p in parameters),
+        )
+        rank_zero_info(f"vlp: {count}")
+        self.log("train/trainable_params", float(count.trainable), batch_size=1)
 
     def train(self, mode: bool = True) -> VLPModule:
         super().train(mode)
@@ -213,8 +247,8 @@ class VLPModule(LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         return getattr(datamodule, name, None)
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
-        return self.evaluator.embed(batch)
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        return self.evaluator.predict(batch)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_factory(

@@ -121,15 +121,20 @@ class Step:
             lambda: (objective.embed_image(self.image()), objective.embed_text(self.text())),
         )
 
+    @property
+    def embedder(self) -> Embedder:
+        """The objective whose image–text space the model shares (the first contrastive one)."""
+        if self._embedder is None:
+            raise ValueError("no objective defines an image–text embedding (add e.g. ITC)")
+        return self._embedder
+
     def similarity(self) -> Tensor:
         """Local image × text cosine similarity in the model's shared embedding space.
 
         The space is the first contrastive objective's, so ITM's hard negatives
         follow the contrastive scores whatever the order of the objectives.
         """
-        if self._embedder is None:
-            raise ValueError("no objective defines an image–text embedding (add e.g. ITC)")
-        image, text = self.embedded(self._embedder)
+        image, text = self.embedded(self.embedder)
         return image @ text.T
 
     def teacher(self, spec: TeacherSpec) -> EMATeacher:

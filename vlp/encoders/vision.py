@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from vlp.encoding import Encoding
+from vlp.staged import checkpoint_weights
 
 VLP_CHECKPOINT_SUFFIX = ".ckpt"  # Lightning's; other files are handed to timm
 
@@ -111,9 +112,8 @@ class VisionEncoder(nn.Module):
 def vision_weights(checkpoint_path: str) -> dict[str, Tensor]:
     """The timm model's weights inside a vlp checkpoint (``encoders.vision.model.*``),
     loaded weights-only."""
-    state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)["state_dict"]
     prefix = "encoders.vision.model."
-    weights = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+    weights = checkpoint_weights(checkpoint_path, prefix)
     if not weights:
         raise ValueError(f"{checkpoint_path}: no vision encoder weights ({prefix}*)")
     return weights

@@ -1,15 +1,20 @@
 """Collects embeddings over an evaluation epoch and turns them into the shared metrics.
 
 Metric names are part of the interface, logged under ``val/`` or ``test/``:
-``retrieval/{i2t,t2i}_r{1,5,10}``, ``zeroshot/acc``, and with an ITM objective
+``retrieval/{i2t,t2i}_r{1,5,10}``, ``zeroshot/acc`` (with a prompt-tuning objective
+such as CoOp: of its learned prompts, and ``zeroshot/acc_hand`` of the hand-written
+templates), and with an ITM objective
 and a fusion encoder ``retrieval_itm/{i2t,t2i}_r{1,5,10}`` (ITM re-ranking);
 ``compositional/itc_acc`` (and ``compositional/itm_acc``) when the data carries
 hard-negative captions; ``linear_probe/acc`` of the frozen image features
-whenever the images have labels, whatever the objectives.
+whenever the images have labels, whatever the objectives; with an objective that
+writes text (Flamingo) ``caption/{cider,bleu4}_{k}shot`` and ``vqa/acc_{k}shot``
+(:mod:`vlp.evaluation.generative`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
@@ -18,12 +23,14 @@ from torch import Tensor
 from vlp.distributed import gather_no_grad
 from vlp.encoding import Encoding
 from vlp.evaluation.compositional import compositional_outcomes
+from vlp.evaluation.generative import FewShotEvaluation
 from vlp.evaluation.linear_probe import linear_probe_accuracy, probe_features
 from vlp.evaluation.rerank import TokenStore, fusion_scorer, itm_reranked_recall
 from vlp.evaluation.retrieval import retrieval_recall
 from vlp.evaluation.zeroshot import class_embeddings, class_prompts, zeroshot_accuracy
 
 if TYPE_CHECKING:
+    from vlp.encoders.text import TextEncoder
     from vlp.module import VLPModule
 
 
@@ -43,6 +50,16 @@ class Matcher(Protocol):
     def match_logit(self, fused: Encoding) -> Tensor: ...
 
 
+class PromptClassifier(Protocol):
+    """An objective that learns the class prompts of zero-shot classification (e.g. CoOp)."""
+
+    class_names: list[str]
+
+    def class_embeddings(
+        self, text_encoder: TextEncoder, embed_text: Callable[[Encoding], Tensor]
+    ) -> Tensor: ...
+
+
 class Evaluator:
     """Accumulates image/text embeddings of one evaluation epoch on every rank."""
 
@@ -51,6 +68,7 @@ class Evaluator:
         self.ks = ks
         self._parts: dict[str, list[Tensor]] = {}
         self._tokens = TokenStore()
+        self._fewshot: FewShotEvaluation | None = None
 
     @property
     def embedder(self) -> Embedder | None:
@@ -70,9 +88,38 @@ class Evaluator:
         return None
 
     @property
+    def prompt_classifier(self) -> PromptClassifier | None:
+        for objective in self._model.objectives:
+            if hasattr(objective, "class_embeddings") and hasattr(objective, "class_names"):
+                return objective
+        return None
+
+    @property
     def rerank_k(self) -> int:
         matcher = self.matcher
         return 0 if matcher is None else getattr(matcher, "rerank_k", 16)
+
+    @property
+    def fewshot(self) -> FewShotEvaluation | None:
+        """Few-shot captioning and VQA, when an objective writes text (Flamingo)."""
+        if self._fewshot is None:
+            for objective in self._model.objectives:
+                if hasattr(objective, "generate") and hasattr(objective, "fewshot"):
+                    self._fewshot = FewShotEvaluation(
+                        objective, self._model.encoders.vision, self._image_features,
+                        self._datamodule,
+                    )  # fmt: skip
+                    break
+        return self._fewshot
+
+    def _image_features(self, image: Encoding) -> Tensor:
+        """The model's own image embedding: the shared space's if there is one, else pooled."""
+        embedder = self.embedder
+        return image.pooled if embedder is None else embedder.embed_image(image)
+
+    def _datamodule(self) -> Any:
+        # the trainer's, when there is one (the module's ``trainer`` property raises otherwise)
+        return getattr(self._model._trainer, "datamodule", None)
 
     def _require_embedder(self) -> Embedder:
         embedder = self.embedder
@@ -106,12 +153,27 @@ class Evaluator:
         }
 
     @torch.no_grad()
+    def predict(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """What ``vlp predict`` writes: the embeddings when an objective defines the shared
+        space, and ``generations`` (captions, answers) when an objective writes text."""
+        out: dict[str, Any] = {} if self.embedder is None else self.embed(batch)
+        if self.fewshot is not None:
+            image = self._model.encoders.vision(batch["images"])
+            out["generations"] = self.fewshot.predict(batch, image)
+        if not out:
+            raise ValueError("nothing to predict: no objective embeds images or writes text")
+        return out
+
+    @torch.no_grad()
     def add(self, batch: dict[str, Any]) -> None:
         embedder = self.embedder
+        image = self._model.encoders.vision(batch["images"])
+        if self.fewshot is not None:
+            self.fewshot.add(batch, image)
         if embedder is None:
-            self._add_parts(self._probe_parts(batch, self._model.encoders.vision(batch["images"])))
+            self._add_parts(self._probe_parts(batch, image))
             return
-        image, text = self._encode(batch)
+        text = self._model.encoders.text(batch["text_ids"], batch["text_mask"])
         matcher = self.matcher
         parts = {**self._probe_parts(batch, image), **self._embeddings(batch, image, text)}
         parts.update(
@@ -145,11 +207,12 @@ class Evaluator:
         self, class_names: list[str] | None, prompt_templates: list[str] | None
     ) -> dict[str, float]:
         """Metrics over everything added since the last call, from all ranks; then reset."""
+        generated = {} if self.fewshot is None else self.fewshot.compute()
         if not self._parts:
-            return {}
+            return generated
         parts = {name: gather_no_grad(torch.cat(values)) for name, values in self._parts.items()}
         tokens, self._parts, self._tokens = self._tokens, {}, TokenStore()
-        metrics = {}
+        metrics = dict(generated)
         if int((parts["labels"] >= 0).sum()) >= 2:
             metrics["linear_probe/acc"] = linear_probe_accuracy(
                 parts["probe_features"], parts["labels"], parts["image_ids"]
@@ -169,11 +232,36 @@ class Evaluator:
             outcomes = parts.get(f"compositional_{kind}")
             if outcomes is not None and outcomes.numel() > 0:
                 metrics[f"compositional/{kind}_acc"] = outcomes.mean().item()
-        labels = parts["labels"]
-        if class_names and prompt_templates and (labels >= 0).any():
-            classes = self._class_embeddings(class_names, prompt_templates)
-            metrics["zeroshot/acc"] = zeroshot_accuracy(parts["image_embeddings"], classes, labels)
+        if (parts["labels"] >= 0).any():
+            metrics |= self._zeroshot(
+                parts["image_embeddings"], parts["labels"], class_names, prompt_templates
+            )
         return metrics
+
+    def _zeroshot(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        class_names: list[str] | None,
+        templates: list[str] | None,
+    ) -> dict[str, float]:
+        """Accuracy of the learned prompts when an objective has them, else of the templates;
+        with learned prompts the templates' accuracy is ``acc_hand``, for comparison."""
+        hand = None
+        if class_names and templates:
+            hand = zeroshot_accuracy(images, self._class_embeddings(class_names, templates), labels)
+        prompted = self.prompt_classifier
+        if prompted is None:
+            return {} if hand is None else {"zeroshot/acc": hand}
+        if class_names and list(class_names) != list(prompted.class_names):
+            raise ValueError(
+                f"the data's classes {class_names} differ from the learned prompts' "
+                f"{prompted.class_names}"
+            )
+        with torch.no_grad():
+            classes = prompted.class_embeddings(self._model.encoders.text, self.embedder.embed_text)
+        metrics = {"zeroshot/acc": zeroshot_accuracy(images, classes, labels)}
+        return metrics if hand is None else {**metrics, "zeroshot/acc_hand": hand}
 
     def _reranked(
         self, similarity: Tensor, parts: dict[str, Tensor], tokens: TokenStore
