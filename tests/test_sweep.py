@@ -191,6 +191,14 @@ def test_dry_run_lists_the_runs_and_what_is_finished(tmp_path: Path, capsys) -> 
     assert not (tmp_path / "itc_s0").exists()
 
 
+def test_only_selects_runs_by_name_glob(tmp_path: Path, capsys) -> None:
+    main([str(TINY), "--out", str(tmp_path), "--dry-run", "--only", "albef_*", "--only", "*_s0"])
+    runs = [line.split(":")[0] for line in capsys.readouterr().out.splitlines() if line[0] == "["]
+    assert runs == ["[todo] itc_s0", "[todo] albef_s0", "[todo] tcl_s0", "[todo] albef_s1"]
+    with pytest.raises(SystemExit, match="no run matches"):
+        main([str(TINY), "--out", str(tmp_path), "--dry-run", "--only", "nothing*"])
+
+
 def read_rows(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))

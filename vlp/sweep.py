@@ -13,6 +13,7 @@ same command again skips finished runs and resumes unfinished ones from their la
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import functools
 import os
 import queue
@@ -30,6 +31,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("file", type=Path, help="the sweep YAML")
     parser.add_argument("--out", type=Path, help="where runs go (default: the file's `out`)")
     parser.add_argument("--dry-run", action="store_true", help="list the runs and stop")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="GLOB",
+        help="only runs whose name matches, e.g. 'albef_*' or 'tcl*_s0' (repeatable)",
+    )
     parser.add_argument(
         "--parallel",
         type=int,
@@ -53,10 +60,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     sweep = load_sweep(args.file)
     out = (args.out or sweep.out).absolute()
+    runs = selected(sweep.runs, args.only)
     if args.dry_run:
-        print_plan(sweep, [run for run in sweep.runs if not RunDir(out / run.name).done.exists()])
+        print_plan(sweep, runs, [run for run in runs if not RunDir(out / run.name).done.exists()])
         return
-    run_dirs = prepare(sweep, sweep.runs, out)
+    run_dirs = prepare(sweep, runs, out)
     pending = [run_dir for run_dir in run_dirs if not run_dir.done.exists()]
     print(f"{len(run_dirs)} runs, {len(run_dirs) - len(pending)} finished -> {out}")
     if args.executor == "slurm":
@@ -68,12 +76,22 @@ def main(argv: list[str] | None = None) -> None:
     print(f"all runs finished; aggregate them with: vlp report {out}")
 
 
-def print_plan(sweep: Sweep, pending: list[Run]) -> None:
+def selected(runs: list[Run], patterns: list[str] | None) -> list[Run]:
+    """The runs whose name matches one of the glob patterns (all of them without patterns)."""
+    if not patterns:
+        return runs
+    chosen = [run for run in runs if any(fnmatch.fnmatchcase(run.name, p) for p in patterns)]
+    if not chosen:
+        raise SystemExit(f"no run matches {patterns}; runs: {[run.name for run in runs]}")
+    return chosen
+
+
+def print_plan(sweep: Sweep, runs: list[Run], pending: list[Run]) -> None:
     """The runs with what sets each apart, and whether each is finished."""
     print(f"base: {sweep.base}")
     for key, value in sweep.overrides.items():
         print(f"  {key}={value}")
-    for run in sweep.runs:
+    for run in runs:
         status = "todo" if run in pending else "done"
         point = "".join(f" {k}={v}" for k, v in run.point.items())
         weights = "".join(f" {k}.weight={v}" for k, v in run.objectives.weights.items())
