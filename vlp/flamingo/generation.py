@@ -1,0 +1,82 @@
+"""Text from a Flamingo LM for prompts with images: captions and short answers.
+
+The images are resampled once by the caller and stay fixed while Hugging Face
+``generate`` decodes greedily or by beam search; the LM's media conditioning gives
+each new token the last image of its prompt (``shared/specs/flamingo.md`` §5.2).
+Prompts are padded on the left, so every row's next token sits at the same position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from transformers import PreTrainedTokenizerBase
+
+from vlp.flamingo.lm import FlamingoLM
+from vlp.flamingo.tokens import IMAGE
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How continuations are decoded (OpenFlamingo's evaluation: 3 beams, no length penalty,
+    20 new tokens for captions, 5 for VQA answers). Decoding stops at ``<|endofchunk|>``
+    or the LM's EOS. ``use_cache`` reuses past keys/values; off recomputes every step."""
+
+    max_new_tokens: int = 20
+    num_beams: int = 3
+    length_penalty: float = 0.0
+    use_cache: bool = True
+
+
+def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str]) -> tuple[Tensor, Tensor]:
+    """Left-padded ``ids`` and ``mask`` [B, L] of ``prompts``.
+
+    A prompt starts with whatever the tokenizer puts before a text (a BOS, a [CLS]), as
+    the training sequences do, and ends where its text ends: no EOS/[SEP] is appended.
+    """
+    framed = tokenizer(IMAGE)["input_ids"]
+    prefix = framed[: framed.index(tokenizer.convert_tokens_to_ids(IMAGE))]
+    rows = [prefix + tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    width = max(len(row) for row in rows)
+    ids = [[tokenizer.pad_token_id] * (width - len(row)) + row for row in rows]
+    mask = [[0] * (width - len(row)) + [1] * len(row) for row in rows]
+    return torch.tensor(ids), torch.tensor(mask)
+
+
+@torch.no_grad()
+def generate(
+    lm: FlamingoLM, visual: Tensor, prompts: Sequence[str], decoding: Decoding = Decoding()
+) -> list[str]:
+    """The continuation of each prompt given its resampled images ``visual`` [B, T, n, D]
+    (image t of a row is the one its t-th ``<image>`` stands for), special tokens removed.
+
+    Beam search expands each row into ``num_beams`` rows, so the images are repeated to
+    match. ``<image>`` is never generated: a new image tag would have no image behind it.
+    """
+    tokenizer, tokens = lm.tokenizer, lm.tokens
+    ids, mask = (t.to(visual.device) for t in prompt_ids(tokenizer, prompts))
+    stops = [tokens.end_of_chunk, *_ids(lm.lm.config.get_text_config().eos_token_id)]
+    with lm.conditioned_on(visual.repeat_interleave(decoding.num_beams, dim=0)):
+        out = lm.lm.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            do_sample=False,
+            num_beams=decoding.num_beams,
+            **({"length_penalty": decoding.length_penalty} if decoding.num_beams > 1 else {}),
+            max_new_tokens=decoding.max_new_tokens,
+            use_cache=decoding.use_cache,
+            eos_token_id=stops,
+            pad_token_id=tokenizer.pad_token_id,
+            suppress_tokens=[tokens.image],
+        )
+    return [
+        text.strip()
+        for text in tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)
+    ]
+
+
+def _ids(value: int | list[int] | None) -> list[int]:
+    return [] if value is None else [value] if isinstance(value, int) else list(value)
