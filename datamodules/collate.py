@@ -106,6 +106,10 @@ class Collate:
     needs) there are also the fields of each recipe, e.g. ``image_mask [B,N]``
     or ``masked_text_ids``/``text_mask_positions [T,L]``.
 
+    For generative evaluation (few-shot captioning and VQA) there are also ``captions``,
+    each image's caption strings, and ``questions``, each image's question/answer pairs
+    (evaluation only), as lists of length B.
+
     With ``lm_tokenize`` (training, for Flamingo) each caption is also its image's LM
     sequence ``<image>caption<|endofchunk|><eos>``: ``lm_ids``/``lm_mask``/``lm_labels [T,L'']``.
     """
@@ -138,6 +142,8 @@ class Collate:
             ),
             **self.tokenize(captions),
             **(self.lm_tokenize.captions(captions) if self.lm_tokenize else {}),
+            "captions": [s.captions for s in samples],
+            "questions": [s.questions for s in samples],
             "skipped": skipped,
         }
         return batch if self.masks is None else {**batch, **self.masks(batch)}

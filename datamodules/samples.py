@@ -30,6 +30,7 @@ class Sample:
     dropped_captions: Counter
     hard_negatives: list[list[str]] = field(default_factory=list)
     extra_views: dict[str, Tensor] = field(default_factory=dict)  # e.g. TCL's "images_aug"
+    questions: list[dict[str, str]] = field(default_factory=list)  # evaluation only (VQA)
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,22 @@ def to_sample(
         label=record.label,
         dropped_captions=Counter(record.meta.get("dropped_captions", {})),
         hard_negatives=hard_negative_texts(record.meta, len(captions)) if all_captions else [],
+        questions=question_pairs(record.meta) if all_captions else [],
     )
+
+
+def question_pairs(meta: dict[str, Any]) -> list[dict[str, str]]:
+    """``meta["questions"]``: the ``{"question", "answer"}`` pairs whose fields are both text."""
+    pairs = meta.get("questions")
+    if not isinstance(pairs, list):
+        return []
+    return [
+        {"question": p["question"], "answer": p["answer"]}
+        for p in pairs
+        if isinstance(p, dict)
+        and isinstance(p.get("question"), str)
+        and isinstance(p.get("answer"), str)
+    ]
 
 
 def hard_negative_texts(meta: dict[str, Any], num_captions: int) -> list[list[str]]:

@@ -20,6 +20,7 @@ dropout in it would only add noise to their gradients.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -28,7 +29,9 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 
 from vlp.datamodules.lm_text import LMTokenize
 from vlp.encoders import Encoders
+from vlp.evaluation.fewshot import FewShotConfig
 from vlp.flamingo import FlamingoLM, PerceiverResampler, lm_loss
+from vlp.flamingo.generation import Decoding, generate
 from vlp.objectives.base import Objective
 from vlp.paths import resolve_model_path
 from vlp.step import Step
@@ -75,6 +78,7 @@ class Flamingo(Objective):
         freeze_lm: keep the LM's weights fixed (Flamingo); false fine-tunes them too.
         train_added_tokens: learn the embedding and output rows of the added tokens.
         trust_remote_code: run model code from the LM's folder; off by default.
+        fewshot: few-shot captioning and VQA at validation and test (``vlp.evaluation.fewshot``).
     """
 
     name = "flamingo"
@@ -94,6 +98,7 @@ class Flamingo(Objective):
         freeze_lm: bool = True,
         train_added_tokens: bool = True,
         trust_remote_code: bool = False,
+        fewshot: FewShotConfig = FewShotConfig(),
     ) -> None:
         super().__init__(weight)
         self.lm_name = lm
@@ -107,6 +112,7 @@ class Flamingo(Objective):
         self.freeze_lm = freeze_lm
         self.train_added_tokens = train_added_tokens
         self.trust_remote_code = trust_remote_code
+        self.fewshot = fewshot
 
     def bind(self, encoders: Encoders) -> None:
         """The resampler and cross-attention read the vision encoder's width."""
@@ -159,3 +165,18 @@ class Flamingo(Objective):
         visual = self.resampler(step.media())  # [B, T, num_latents, D]
         out = self.lm(step.field("lm_ids"), visual, step.field("lm_mask"), use_cache=False)
         return {"lm_loss": lm_loss(out.logits.float(), step.field("lm_labels"))}
+
+    def resample_images(self, image_tokens: Tensor) -> Tensor:
+        """Each image's patch tokens [M, N, D] on its own → its visual tokens [M, n, D].
+
+        Resampled as the single medium of a pair, as in caption training, so an image's
+        visual tokens do not depend on its place in a prompt and are computed once for
+        every prompt that shows it (OpenFlamingo resamples every image on its own too).
+        """
+        return self.resampler(image_tokens[:, None, None])[:, 0]
+
+    def generate(
+        self, visual: Tensor, prompts: Sequence[str], decoding: Decoding = Decoding()
+    ) -> list[str]:
+        """The continuation of each prompt given its images' visual tokens [B, T, n, D]."""
+        return generate(self.lm, visual, prompts, decoding)

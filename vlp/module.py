@@ -247,8 +247,8 @@ class VLPModule(LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         return getattr(datamodule, name, None)
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
-        return self.evaluator.embed(batch)
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        return self.evaluator.predict(batch)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_factory(

@@ -1,7 +1,9 @@
-"""``vlp predict`` output: image and caption embeddings in safetensors, one file per rank."""
+"""``vlp predict`` output, one file per rank: image and caption embeddings in safetensors,
+and the captions and answers a text-writing objective (Flamingo) generated, in JSONL."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +31,47 @@ class EmbeddingWriter(BasePredictionWriter):
         predictions: list[Any],
         batch_indices: Any,
     ) -> None:
-        batches = (
-            predictions[0] if predictions and isinstance(predictions[0], list) else predictions
-        )
+        batches = _batches(predictions)
         if not batches:
             return
         merged = {
-            key: torch.cat([b[key] for b in batches]).contiguous().cpu() for key in batches[0]
+            key: torch.cat([b[key] for b in batches]).contiguous().cpu()
+            for key, value in batches[0].items()
+            if isinstance(value, torch.Tensor)
         }
+        if not merged:
+            return
         self.output_dir.mkdir(parents=True, exist_ok=True)
         save_file(
             merged, str(self.output_dir / f"embeddings_rank{trainer.global_rank}.safetensors")
         )
+
+
+class GenerationWriter(BasePredictionWriter):
+    """Writes ``OUT/generations_rank<r>.jsonl``: per image ``{"image_id", "caption",
+    "answers": [{"question", "answer"}, ...]}``, a zero-shot caption and an answer to
+    each question the data has for the image (a manifest's ``meta.questions``)."""
+
+    def __init__(self, output_dir: str = "runs/predictions") -> None:
+        super().__init__(write_interval="epoch")
+        self.output_dir = Path(output_dir)
+
+    def write_on_epoch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        predictions: list[Any],
+        batch_indices: Any,
+    ) -> None:
+        rows = [row for batch in _batches(predictions) for row in batch.get("generations", [])]
+        if not rows:
+            return
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        path = self.output_dir / f"generations_rank{trainer.global_rank}.jsonl"
+        with open(path, "w", encoding="utf-8") as out:
+            out.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
+def _batches(predictions: list[Any]) -> list[dict[str, Any]]:
+    """Lightning nests the batches in a list per dataloader when there are several."""
+    return predictions[0] if predictions and isinstance(predictions[0], list) else predictions

@@ -7,7 +7,9 @@ templates), and with an ITM objective
 and a fusion encoder ``retrieval_itm/{i2t,t2i}_r{1,5,10}`` (ITM re-ranking);
 ``compositional/itc_acc`` (and ``compositional/itm_acc``) when the data carries
 hard-negative captions; ``linear_probe/acc`` of the frozen image features
-whenever the images have labels, whatever the objectives.
+whenever the images have labels, whatever the objectives; with an objective that
+writes text (Flamingo) ``caption/{cider,bleu4}_{k}shot`` and ``vqa/acc_{k}shot``
+(:mod:`vlp.evaluation.generative`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from torch import Tensor
 from vlp.distributed import gather_no_grad
 from vlp.encoding import Encoding
 from vlp.evaluation.compositional import compositional_outcomes
+from vlp.evaluation.generative import FewShotEvaluation
 from vlp.evaluation.linear_probe import linear_probe_accuracy, probe_features
 from vlp.evaluation.rerank import TokenStore, fusion_scorer, itm_reranked_recall
 from vlp.evaluation.retrieval import retrieval_recall
@@ -65,6 +68,7 @@ class Evaluator:
         self.ks = ks
         self._parts: dict[str, list[Tensor]] = {}
         self._tokens = TokenStore()
+        self._fewshot: FewShotEvaluation | None = None
 
     @property
     def embedder(self) -> Embedder | None:
@@ -94,6 +98,28 @@ class Evaluator:
     def rerank_k(self) -> int:
         matcher = self.matcher
         return 0 if matcher is None else getattr(matcher, "rerank_k", 16)
+
+    @property
+    def fewshot(self) -> FewShotEvaluation | None:
+        """Few-shot captioning and VQA, when an objective writes text (Flamingo)."""
+        if self._fewshot is None:
+            for objective in self._model.objectives:
+                if hasattr(objective, "generate") and hasattr(objective, "fewshot"):
+                    self._fewshot = FewShotEvaluation(
+                        objective, self._model.encoders.vision, self._image_features,
+                        self._datamodule,
+                    )  # fmt: skip
+                    break
+        return self._fewshot
+
+    def _image_features(self, image: Encoding) -> Tensor:
+        """The model's own image embedding: the shared space's if there is one, else pooled."""
+        embedder = self.embedder
+        return image.pooled if embedder is None else embedder.embed_image(image)
+
+    def _datamodule(self) -> Any:
+        # the trainer's, when there is one (the module's ``trainer`` property raises otherwise)
+        return getattr(self._model._trainer, "datamodule", None)
 
     def _require_embedder(self) -> Embedder:
         embedder = self.embedder
@@ -127,12 +153,27 @@ class Evaluator:
         }
 
     @torch.no_grad()
+    def predict(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """What ``vlp predict`` writes: the embeddings when an objective defines the shared
+        space, and ``generations`` (captions, answers) when an objective writes text."""
+        out: dict[str, Any] = {} if self.embedder is None else self.embed(batch)
+        if self.fewshot is not None:
+            image = self._model.encoders.vision(batch["images"])
+            out["generations"] = self.fewshot.predict(batch, image)
+        if not out:
+            raise ValueError("nothing to predict: no objective embeds images or writes text")
+        return out
+
+    @torch.no_grad()
     def add(self, batch: dict[str, Any]) -> None:
         embedder = self.embedder
+        image = self._model.encoders.vision(batch["images"])
+        if self.fewshot is not None:
+            self.fewshot.add(batch, image)
         if embedder is None:
-            self._add_parts(self._probe_parts(batch, self._model.encoders.vision(batch["images"])))
+            self._add_parts(self._probe_parts(batch, image))
             return
-        image, text = self._encode(batch)
+        text = self._model.encoders.text(batch["text_ids"], batch["text_mask"])
         matcher = self.matcher
         parts = {**self._probe_parts(batch, image), **self._embeddings(batch, image, text)}
         parts.update(
@@ -166,11 +207,12 @@ class Evaluator:
         self, class_names: list[str] | None, prompt_templates: list[str] | None
     ) -> dict[str, float]:
         """Metrics over everything added since the last call, from all ranks; then reset."""
+        generated = {} if self.fewshot is None else self.fewshot.compute()
         if not self._parts:
-            return {}
+            return generated
         parts = {name: gather_no_grad(torch.cat(values)) for name, values in self._parts.items()}
         tokens, self._parts, self._tokens = self._tokens, {}, TokenStore()
-        metrics = {}
+        metrics = dict(generated)
         if int((parts["labels"] >= 0).sum()) >= 2:
             metrics["linear_probe/acc"] = linear_probe_accuracy(
                 parts["probe_features"], parts["labels"], parts["image_ids"]

@@ -1,0 +1,259 @@
+"""Few-shot captioning and VQA over an evaluation epoch, for an objective that writes text.
+
+Metric names, logged under ``val/`` or ``test/`` for each k of ``FewShotConfig.shots``:
+``caption/cider_{k}shot`` and ``caption/bleu4_{k}shot`` (against all of an image's
+captions) and ``vqa/acc_{k}shot`` (one question per image, chosen by the seed, when the
+data has questions). Each rank generates for its share of the images; the strings of
+all ranks are gathered and every rank scores the whole corpus, as CIDEr's IDF needs.
+k-shot prompts with k > 0 need a support set from the training data; without one
+only zero-shot prompts (with no demonstrations) are evaluated.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from vlp.datamodules.samples import question_pairs
+from vlp.distributed import world
+from vlp.encoders import VisionEncoder
+from vlp.encoding import Encoding
+from vlp.evaluation.captioning import bleu, cider_d
+from vlp.evaluation.fewshot import (
+    CAPTION,
+    VQA,
+    FewShotConfig,
+    Template,
+    few_shot_prompt,
+    pick,
+    random_demos,
+    rices_demos,
+    stack_visual,
+    support_records,
+)
+from vlp.evaluation.vqa import answer_from_generation, vqa_accuracy
+from vlp.flamingo.generation import Decoding
+
+Result = tuple[str, list[str]]  # (generated text, reference texts)
+
+
+class Generator(Protocol):
+    """An objective that writes text about images (Flamingo)."""
+
+    fewshot: FewShotConfig
+
+    def resample_images(self, image_tokens: Tensor) -> Tensor: ...
+
+    def generate(self, visual: Tensor, prompts: Sequence[str], decoding: Decoding) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class Support:
+    """The pool demonstrations come from, encoded once per evaluation epoch."""
+
+    visual: Tensor  # [S, n, D] each image's visual tokens
+    features: Tensor  # [S, D] what RICES compares
+    captions: list[str]  # each image's first caption (OpenFlamingo's demo caption)
+    questions: list[list[dict[str, str]]]
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def with_questions(self) -> list[int]:
+        return [i for i, qa in enumerate(self.questions) if qa]
+
+
+class FewShotEvaluation:
+    """Generates captions and answers for the evaluation images, k shots at a time.
+
+    Args:
+        generator: the objective that writes text.
+        vision: the vision encoder, for the support images.
+        image_features: what RICES compares: an image encoding → [B, D].
+        datamodule: returns the data module (or None), whose training data holds
+            the support set and whose evaluation transform prepares it.
+    """
+
+    def __init__(
+        self,
+        generator: Generator,
+        vision: VisionEncoder,
+        image_features: Callable[[Encoding], Tensor],
+        datamodule: Callable[[], Any],
+    ) -> None:
+        self.generator = generator
+        self.config = generator.fewshot
+        self.vision = vision
+        self.image_features = image_features
+        self.datamodule = datamodule
+        self._reset()
+
+    def _reset(self) -> None:
+        self._support: Support | None = None
+        self._images_done = 0
+        self._results: dict[str, list[Result]] = {}
+
+    def add(self, batch: dict[str, Any], image: Encoding) -> None:
+        """Generate for this batch's images (up to this rank's share of ``max_samples``)."""
+        n = min(len(batch["images"]), self._quota())
+        if n == 0:
+            return
+        self._images_done += n
+        ids = batch["image_ids"][:n].tolist()
+        visual = self.generator.resample_images(image.tokens[:n])
+        features = self.image_features(image)[:n]
+        support = self._support_set()
+        refs = [list(captions) for captions in batch["captions"][:n]]
+        asked = [(i, pick(qa, self.config.seed, ids[i])) for i, qa in
+                 enumerate(batch["questions"][:n]) if qa]  # fmt: skip
+        for k in self.config.shots:
+            if k > 0 and len(support) == 0:
+                continue
+            captions = self._task(CAPTION, k, ids, visual, features, [{}] * n, support, None)
+            self._record(f"caption/{k}", captions, refs)
+            if asked:
+                rows = [i for i, _ in asked]
+                queries = [{"question": qa["question"]} for _, qa in asked]
+                answers = self._task(VQA, k, [ids[i] for i in rows], visual[rows],
+                                     features[rows], queries, support, support.with_questions())  # fmt: skip
+                self._record(f"vqa/{k}", answers, [[qa["answer"]] for _, qa in asked])
+
+    def _quota(self) -> int:
+        if self.config.max_samples is None:
+            return 1 << 62
+        _, world_size = world()
+        return max(math.ceil(self.config.max_samples / world_size) - self._images_done, 0)
+
+    def _task(
+        self,
+        template: Template,
+        k: int,
+        ids: list[int],
+        visual: Tensor,
+        features: Tensor,
+        queries: list[dict[str, str]],
+        support: Support,
+        pool: list[int] | None,
+    ) -> list[str]:
+        """k-shot prompts for the queries and their generated continuations."""
+        pool = list(range(len(support))) if pool is None else pool
+        shown = k if k > 0 else self.config.text_only_demos
+        demos = self._demos(shown, ids, features, support, pool)
+        prompts = [
+            few_shot_prompt(
+                template,
+                [self._demo(template, support, j, query_id) for j in row],
+                query,
+                with_images=k > 0,
+            )
+            for row, query, query_id in zip(demos, queries, ids, strict=True)
+        ]
+        if k > 0:
+            index = torch.tensor(demos, dtype=torch.long, device=visual.device)
+            visual = stack_visual(support.visual, index, visual)
+        else:
+            visual = visual[:, None]
+        decoding = self.config.caption if template is CAPTION else self.config.vqa
+        return self.generator.generate(visual, prompts, decoding)
+
+    def _demos(
+        self, k: int, ids: list[int], features: Tensor, support: Support, pool: list[int]
+    ) -> list[list[int]]:
+        """Each query's k support indices, in prompt order."""
+        if k == 0 or not pool:
+            return [[] for _ in ids]
+        if self.config.rices:
+            picked = rices_demos(features, support.features[pool], k).tolist()
+        else:
+            picked = [random_demos(len(pool), k, self.config.seed, i) for i in ids]
+        return [[pool[i] for i in row] for row in picked]
+
+    def _demo(self, template: Template, support: Support, j: int, query_id: int) -> dict[str, str]:
+        if template is CAPTION:
+            return {"caption": support.captions[j]}
+        return pick(support.questions[j], self.config.seed, f"{query_id}:{j}")
+
+    def _record(self, key: str, generated: list[str], references: list[list[str]]) -> None:
+        self._results.setdefault(key, []).extend(zip(generated, references, strict=True))
+
+    def _support_set(self) -> Support:
+        if self._support is None:
+            records = support_records(self.datamodule(), self.config.support_size, self.config.seed)
+            self._support = self._encode_support(records)
+        return self._support
+
+    @torch.no_grad()
+    def _encode_support(self, records: list[Any], batch_size: int = 64) -> Support:
+        transform = getattr(self.datamodule(), "eval_transform", None)
+        if not records or transform is None:
+            return Support(torch.empty(0), torch.empty(0), [], [])
+        device = next(self.vision.parameters()).device
+        visual, features = [], []
+        for start in range(0, len(records), batch_size):
+            chunk = records[start : start + batch_size]
+            images = torch.stack([transform(r.image) for r in chunk]).to(device)
+            encoding = self.vision(images)
+            visual.append(self.generator.resample_images(encoding.tokens))
+            features.append(self.image_features(encoding))
+        return Support(
+            torch.cat(visual),
+            torch.cat(features),
+            [r.captions[0] for r in records],
+            [question_pairs(r.meta) for r in records],
+        )
+
+    def compute(self) -> dict[str, float]:
+        """Metrics over everything generated since the last call, on all ranks; then reset."""
+        results = _gathered(self._results)
+        self._reset()
+        metrics = {}
+        for key in sorted(results, key=lambda name: (name.split("/")[0], int(name.split("/")[1]))):
+            task, k = key.split("/")
+            generated, references = zip(*results[key], strict=True)
+            if task == "caption":
+                metrics[f"caption/cider_{k}shot"] = cider_d(generated, references)
+                metrics[f"caption/bleu4_{k}shot"] = bleu(generated, references)
+            else:
+                answers = [answer_from_generation(text) for text in generated]
+                metrics[f"vqa/acc_{k}shot"] = vqa_accuracy(answers, references)
+        return metrics
+
+    @torch.no_grad()
+    def predict(self, batch: dict[str, Any], image: Encoding) -> list[dict[str, Any]]:
+        """A zero-shot caption for every image, and an answer to each of its questions."""
+        visual = self.generator.resample_images(image.tokens)
+        captions = self.generator.generate(
+            visual[:, None], [CAPTION.query] * len(visual), self.config.caption
+        )
+        rows = [{"image_id": int(i), "caption": c, "answers": []}
+                for i, c in zip(batch["image_ids"].tolist(), captions, strict=True)]  # fmt: skip
+        asked = [(row, qa) for row, qas in enumerate(batch["questions"]) for qa in qas]
+        if asked:
+            which = [row for row, _ in asked]
+            prompts = [VQA.query.format(question=qa["question"]) for _, qa in asked]
+            answers = self.generator.generate(visual[which][:, None], prompts, self.config.vqa)
+            for (row, qa), answer in zip(asked, answers, strict=True):
+                rows[row]["answers"].append(
+                    {"question": qa["question"], "answer": answer_from_generation(answer)}
+                )
+        return rows
+
+
+def _gathered(results: dict[str, list[Result]]) -> dict[str, list[Result]]:
+    """Every rank's results, in rank order (strings travel as Python objects)."""
+    _, world_size = world()
+    if world_size == 1:
+        return results
+    parts: list[Any] = [None] * world_size
+    dist.all_gather_object(parts, results)
+    merged: dict[str, list[Result]] = {}
+    for part in parts:
+        for key, values in part.items():
+            merged.setdefault(key, []).extend(values)
+    return merged
