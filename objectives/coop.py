@@ -15,7 +15,7 @@ Zero-shot evaluation then scores images against the learned prompts
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor
@@ -25,7 +25,7 @@ from vlp.encoders import Encoders
 from vlp.encoders.text import TextEncoder
 from vlp.encoding import Encoding
 from vlp.objectives.base import Objective
-from vlp.prompting.coop import ClassPosition, CoOpContext
+from vlp.prompting.coop import ClassPosition, CoOpContext, coop_template
 from vlp.step import Step
 
 
@@ -85,6 +85,18 @@ class CoOp(Objective):
     ) -> Tensor:
         """g(t_c) of every class's learned prompt, [C, E] unit rows."""
         return self.prompt.class_embeddings(text_encoder, embed_text)
+
+    def prompt_spec(self, prefix: str) -> dict[str, Any]:
+        """How to use the learned prompts without vlp (``vlp export`` writes it): each ``[P]``
+        of the template takes the next context row at the text tower's input embeddings."""
+        options = self.context_options
+        template = coop_template(self.prompt.context.shape[-2], options["class_position"])
+        return {
+            "context": f"{prefix}.prompt.context",
+            "class_specific": options["class_specific"],
+            "template": template.text,
+            "class_names": self.class_names,
+        }
 
     def forward(self, step: Step) -> dict[str, Tensor]:
         contrastive = step.embedder

@@ -11,7 +11,8 @@
 - ``heads.safetensors``: every other inference weight (projection heads,
   temperatures, fusion encoder, ITM head) under its name in the module;
 - ``retrieval.json``: which heads, pooling and preprocessing make the shared
-  image–text embedding;
+  image–text embedding, and with learned prompts (CoOp) which weights hold them, the
+  template they fill and the class names;
 - ``image_tower.onnx`` / ``text_tower.onnx``: images, or text ids and mask, to
   L2-normalised embeddings, with dynamic batch (and text length) axes;
 - ``config.yaml``: the run's resolved config; ``README.md``: a model card with
@@ -68,10 +69,12 @@ def run_folders(checkpoint: Path) -> list[Path]:
 
 
 def build_model(config: dict[str, Any]) -> VLPModule:
-    """The module the config describes, through the CLI's own argument types (no data needed)."""
+    """The module the config describes, through the CLI's own argument types (no data needed);
+    never from ``init_from``: the trained checkpoint holds every weight."""
     parser = LightningArgumentParser(parser_mode="omegaconf")
     parser.add_lightning_class_args(VLPModule, "model", subclass_mode=False)
-    return parser.instantiate(parser.parse_object({"model": config["model"]})).model
+    model = {**config["model"], "init_from": None}
+    return parser.instantiate(parser.parse_object({"model": model})).model
 
 
 def data_settings(config: dict[str, Any]) -> dict[str, Any]:
@@ -282,6 +285,9 @@ def export(checkpoint: Path, out: Path, run_config: Path | None = None) -> Path:
     heads = head_weights(model)
     save_file(heads, out / "heads.safetensors")
     spec = retrieval_spec(model, embedder, data)
+    prompted = model.evaluator.prompt_classifier
+    if prompted is not None:
+        spec["zeroshot_prompts"] = prompted.prompt_spec(module_name(model, prompted))
     (out / "retrieval.json").write_text(json.dumps(spec, indent=2))
     with torch.no_grad():
         export_onnx(model, embedder, data["image_size"], out)

@@ -59,6 +59,10 @@ class PromptClassifier(Protocol):
         self, text_encoder: TextEncoder, embed_text: Callable[[Encoding], Tensor]
     ) -> Tensor: ...
 
+    def prompt_spec(self, prefix: str) -> dict[str, Any]:
+        """Where the prompts' weights are and how they are used, for ``vlp export``."""
+        ...
+
 
 class Evaluator:
     """Accumulates image/text embeddings of one evaluation epoch on every rank."""
