@@ -86,3 +86,9 @@ def test_decoding_stops_at_end_of_chunk(model: FlamingoLM):
     finally:
         hook.remove()
     assert out == ["", ""] and len(calls) == 1  # the prompt's forward only
+
+
+def test_prompts_longer_than_the_lm_can_read_are_refused(model: FlamingoLM):
+    prompt = "<image>a red circle<|endofchunk|>" * 12 + "<image>"  # 61 tokens + [CLS]
+    with pytest.raises(ValueError, match="64 positions"):
+        generate(model, torch.zeros(1, 13, 4, MEDIA_DIM), [prompt], Decoding(4, 1))

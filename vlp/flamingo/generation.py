@@ -58,6 +58,12 @@ def generate(
     """
     tokenizer, tokens = lm.tokenizer, lm.tokens
     ids, mask = (t.to(visual.device) for t in prompt_ids(tokenizer, prompts))
+    longest = getattr(lm.lm.config.get_text_config(), "max_position_embeddings", None)
+    if longest is not None and ids.shape[1] + decoding.max_new_tokens > longest:
+        raise ValueError(
+            f"prompts of {ids.shape[1]} tokens + {decoding.max_new_tokens} new ones exceed the "
+            f"LM's {longest} positions: use fewer shots or a shorter max_new_tokens"
+        )
     stops = [tokens.end_of_chunk, *_ids(lm.lm.config.get_text_config().eos_token_id)]
     with lm.conditioned_on(visual.repeat_interleave(decoding.num_beams, dim=0)):
         out = lm.lm.generate(
