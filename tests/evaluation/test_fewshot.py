@@ -215,3 +215,11 @@ def test_predict_writes_a_zero_shot_caption_and_an_answer_per_question():
         },
         {"image_id": 8, "caption": "caption 0", "answers": []},
     ]
+
+
+def test_vqa_needs_support_images_with_questions_for_k_shots():
+    config = FewShotConfig(shots=(0, 2), support_size=4)
+    _, evaluation = _evaluation(config, support=[_record(i) for i in range(4)])  # no questions
+    batch = _batch([1, 2])
+    evaluation.add(batch, _vision(batch["images"]))
+    assert {name for name in evaluation.compute() if name.startswith("vqa/")} == {"vqa/acc_0shot"}

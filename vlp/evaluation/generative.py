@@ -117,7 +117,7 @@ class FewShotEvaluation:
                 continue
             captions = self._task(CAPTION, k, ids, visual, features, [{}] * n, support, None)
             self._record(f"caption/{k}", captions, refs)
-            if asked:
+            if asked and (k == 0 or support.with_questions()):  # k demos need questions
                 rows = [i for i, _ in asked]
                 queries = [{"question": qa["question"]} for _, qa in asked]
                 answers = self._task(VQA, k, [ids[i] for i in rows], visual[rows],
