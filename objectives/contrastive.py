@@ -74,8 +74,16 @@ class Contrastive(Objective):
         return F.normalize(self.text_proj(text.pooled).float(), dim=-1)
 
     def clamped_temperature(self) -> Tensor:
-        with torch.no_grad():
-            self.temperature.clamp_(*self.temperature_range)
+        """τ, clamped into its range in place (as ALBEF does) only when it left it.
+
+        Clamping an in-range τ would still bump its version counter, and a second
+        use in the same step (e.g. ITC on two datasets of a mixture) would then
+        fail in backward.
+        """
+        low, high = self.temperature_range
+        if not low <= self.temperature.item() <= high:
+            with torch.no_grad():
+                self.temperature.clamp_(low, high)
         return self.temperature
 
     def forward(self, step: Step) -> dict[str, Tensor]:

@@ -102,6 +102,19 @@ def test_gradient_reaches_temperature_and_both_projections() -> None:
         assert param.grad is not None and param.grad.abs().sum() > 0
 
 
+def test_two_uses_in_one_step_backpropagate_into_one_temperature() -> None:
+    """A mixture runs ITC on two datasets before one backward (τ used twice)."""
+    itc = identity_itc(3)
+    v, w = torch.randn(4, 3), torch.randn(4, 3)
+    first = itc(step_with(v, w, [0, 1, 2, 3]))["contrastive_loss"]
+    second = itc(step_with(w, v, [0, 1, 2, 3]))["contrastive_loss"]
+    (first + second).backward()
+    separate = identity_itc(3)
+    separate(step_with(v, w, [0, 1, 2, 3]))["contrastive_loss"].backward()
+    separate(step_with(w, v, [0, 1, 2, 3]))["contrastive_loss"].backward()
+    assert torch.allclose(itc.temperature.grad, separate.temperature.grad)
+
+
 def test_perfectly_aligned_pairs_give_near_zero_loss() -> None:
     eye = torch.eye(4)
     loss = identity_itc(4, temperature=0.01)(step_with(eye, eye, [0, 1, 2, 3]))["contrastive_loss"]
