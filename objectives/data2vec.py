@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vlp.distributed import gather_no_grad, world
+from vlp.distributed import global_mean
 from vlp.encoders import Encoders
 from vlp.encoding import Encoding
 from vlp.masking import BlockMasking, SpanMasking
@@ -124,16 +124,6 @@ def regression_loss(prediction: Tensor, target: Tensor, beta: float) -> Tensor:
     if beta == 0:
         return F.mse_loss(prediction, target, reduction="sum")
     return F.smooth_l1_loss(prediction, target, reduction="sum", beta=beta)
-
-
-def global_mean(total: Tensor, count: int) -> Tensor:
-    """``total`` over the ``count`` of every rank, times the world size.
-
-    DDP averages gradients over ranks, so this gives exactly the global
-    batch's mean, however many masked positions each rank has.
-    """
-    counts = gather_no_grad(torch.tensor([count], device=total.device)).sum()
-    return total * world()[1] / counts.clamp_min(1)
 
 
 def regression_head(width: int, layers: int) -> nn.Module:

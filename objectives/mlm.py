@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vlp.distributed import world
+from vlp.distributed import global_mean, world
 from vlp.encoders import Encoders
 from vlp.encoders.text import TextEncoder
 from vlp.masking import IGNORE_INDEX, MaskedTokens, mask_tokens
@@ -37,12 +37,15 @@ from vlp.teachers import DecaySchedule, EMATeacher, TeacherSpec, distillation_we
 def masked_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     """CE_hard: mean over positions with a label of −log p(label); 0 when there are none.
 
+    Means are over the global batch's masked positions (``global_mean``), so
+    DDP matches one process on the whole batch however the masks fall.
+
     ``logits`` are [..., V], ``labels`` [...] with IGNORE_INDEX off the mask.
     The empty case keeps a gradient path, so DDP sees every head parameter used.
     """
     selected = labels != IGNORE_INDEX
     total = F.cross_entropy(logits[selected].float(), labels[selected], reduction="sum")
-    return total / selected.sum().clamp_min(1)
+    return global_mean(total, selected.sum())
 
 
 def distillation_cross_entropy(logits: Tensor, teacher_logits: Tensor, labels: Tensor) -> Tensor:
@@ -50,7 +53,7 @@ def distillation_cross_entropy(logits: Tensor, teacher_logits: Tensor, labels: T
     selected = labels != IGNORE_INDEX
     soft_labels = F.softmax(teacher_logits[selected].float(), dim=-1)  # q^msk, vocabulary axis
     log_p = F.log_softmax(logits[selected].float(), dim=-1)  # vocabulary axis, not dim=1
-    return -(soft_labels * log_p).sum() / selected.sum().clamp_min(1)
+    return global_mean(-(soft_labels * log_p).sum(), selected.sum())
 
 
 def masked_accuracy(logits: Tensor, labels: Tensor) -> Tensor:

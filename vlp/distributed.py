@@ -66,3 +66,15 @@ def gather_no_grad(x: Tensor) -> Tensor:
     parts = [torch.empty_like(_pad(x, max(sizes))) for _ in range(world_size)]
     dist.all_gather(parts, _pad(x, max(sizes)).contiguous())
     return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)])
+
+
+def global_mean(total: Tensor, count: int | Tensor) -> Tensor:
+    """``total`` over the ``count`` summed over ranks, times the world size.
+
+    For losses averaged over a varying number of positions per rank (masked
+    tokens, LM targets): DDP then averages gradients over ranks, which gives
+    exactly the global batch's mean, as one process on the whole batch would.
+    A zero count everywhere gives 0 with the graph kept.
+    """
+    count = torch.as_tensor(count, device=total.device).reshape(1)
+    return total * world()[1] / gather_no_grad(count).sum().clamp_min(1)

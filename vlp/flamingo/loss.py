@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vlp.distributed import global_mean
+
 IGNORE = -100
 
 
@@ -38,10 +40,14 @@ def flamingo_labels(
 
 
 def lm_loss(logits: Tensor, labels: Tensor) -> Tensor:
-    """Mean NLL of each target given the tokens before it; 0 (with a graph) if none."""
+    """Mean NLL of each target given the tokens before it; 0 (with a graph) if none.
+
+    The mean is over the targets of the global batch (every rank's), so DDP
+    gives the same gradient as one process on the whole batch.
+    """
     predicted, targets = logits[:, :-1], labels[:, 1:]
     total = F.cross_entropy(predicted.flatten(0, 1), targets.flatten(), reduction="sum")
-    return total / (targets != IGNORE).sum().clamp(min=1)
+    return global_mean(total, (targets != IGNORE).sum())
 
 
 def _last_position(flags: Tensor, strict: bool) -> Tensor:
