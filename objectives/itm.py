@@ -8,6 +8,8 @@ ALBEF eq. (4) and §3.2 (``shared/specs/tcl_albef.md`` §4), used unchanged by T
 over the B matching pairs (y = 1) and, for each image, one text and for each
 text, one image (y = 0), each drawn with probability ∝ softmax(s / τ) of the
 contrastive similarity s, so that similar-looking pairs are the negatives.
+τ is the contrastive objective's current learnt τ (ALBEF divides by its ITC
+``temp``, spec §4 step 2) unless a fixed one is configured.
 
 Fixes of the reference code (spec §7, pitfall 2): every pair sharing an image
 id is excluded (no false negatives from a second caption of the same image);
@@ -38,7 +40,7 @@ def sample_hard_negatives(
     similarity: Tensor,
     row_ids: Tensor,
     column_ids: Tensor | None = None,
-    temperature: float = 0.07,
+    temperature: float | Tensor = 0.07,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """For each row, one column drawn with probability ∝ softmax(similarity / τ) + ε.
@@ -97,8 +99,8 @@ class ImageTextMatching(Objective):
 
     Args:
         weight: weight of ``itm_loss`` in the total.
-        temperature: τ of the sampling softmax. Fixed (ALBEF reuses its learnt
-            ITC τ, which starts at the same 0.07).
+        temperature: τ of the sampling softmax; ``None`` (the default, as ALBEF)
+            uses the first contrastive objective's current clamped τ, a number fixes it.
         rerank_k: candidates per query that evaluation re-scores with this head
             (``retrieval_itm/*``); 0 turns ITM re-ranking off. ALBEF uses 128/256.
     """
@@ -106,9 +108,11 @@ class ImageTextMatching(Objective):
     name = "itm"
     needs: ClassVar[frozenset[str]] = frozenset({"images", "text", "fusion"})
 
-    def __init__(self, weight: float = 1.0, temperature: float = 0.07, rerank_k: int = 16) -> None:
+    def __init__(
+        self, weight: float = 1.0, temperature: float | None = None, rerank_k: int = 16
+    ) -> None:
         super().__init__(weight)
-        if temperature <= 0:
+        if temperature is not None and temperature <= 0:
             raise ValueError(f"itm temperature must be positive, got {temperature}")
         if rerank_k < 0:
             raise ValueError(f"itm rerank_k must be ≥ 0, got {rerank_k}")
@@ -131,13 +135,26 @@ class ImageTextMatching(Objective):
         logits = self.logits(fused)
         return logits[:, 1] - logits[:, 0]
 
+    def sampling_temperature(self, step: Step) -> float | Tensor:
+        """τ of the draws: the fixed one, or the contrastive objective's as it is now."""
+        if self.temperature is not None:
+            return self.temperature
+        clamped = getattr(step.embedder, "clamped_temperature", None)
+        if clamped is None:
+            raise ValueError(
+                "itm temperature: null reuses the contrastive τ, but the embedding objective "
+                "has none; set a number"
+            )
+        return clamped().detach()
+
     def forward(self, step: Step) -> dict[str, Tensor]:
         positives = step.fused()
         image, text = step.image(), step.text()
         ids = step.image_ids
         similarity = step.similarity().detach()  # [B images, B texts]
-        text_for_image = sample_hard_negatives(similarity, ids, temperature=self.temperature)
-        image_for_text = sample_hard_negatives(similarity.T, ids, temperature=self.temperature)
+        tau = self.sampling_temperature(step)
+        text_for_image = sample_hard_negatives(similarity, ids, temperature=tau)
+        image_for_text = sample_hard_negatives(similarity.T, ids, temperature=tau)
         with_text = (text_for_image >= 0).nonzero().squeeze(1)
         with_image = (image_for_text >= 0).nonzero().squeeze(1)
         logits = self.logits(positives)

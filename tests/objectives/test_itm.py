@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from vlp.encoding import Encoding
+from vlp.objectives.contrastive import Contrastive
 from vlp.objectives.itm import ImageTextMatching, sample_hard_negatives
 from vlp.step import Step
 
@@ -111,6 +112,14 @@ class ProductFusion:
 
 
 class CosineEmbedder:
+    """The contrastive space's stand-in, with its (learnt, clamped) τ."""
+
+    def __init__(self, temperature: float = 0.07) -> None:
+        self.temperature = torch.tensor(temperature)
+
+    def clamped_temperature(self) -> torch.Tensor:
+        return self.temperature
+
     def embed_image(self, image: Encoding) -> torch.Tensor:
         return F.normalize(image.pooled, dim=-1)
 
@@ -131,7 +140,9 @@ def itm_with_fixed_head(**kwargs) -> ImageTextMatching:
     return itm
 
 
-def step_with(images: torch.Tensor, texts: torch.Tensor, ids: list[int]) -> Step:
+def step_with(
+    images: torch.Tensor, texts: torch.Tensor, ids: list[int], embedder: object | None = None
+) -> Step:
     encoders = SimpleNamespace(
         vision=lambda _: Encoding(pooled=images, tokens=images[:, None]),
         text=lambda ids, mask: Encoding(pooled=texts, tokens=texts[:, None], mask=mask),
@@ -143,7 +154,7 @@ def step_with(images: torch.Tensor, texts: torch.Tensor, ids: list[int]) -> Step
         "text_mask": torch.ones(len(ids), 1, dtype=torch.long),
         "image_ids": torch.tensor(ids),
     }
-    return Step(batch, encoders, {}, embedder=CosineEmbedder())
+    return Step(batch, encoders, {}, embedder=embedder or CosineEmbedder())
 
 
 def hand_logits(v, w, i: int, t: int) -> list[float]:
@@ -225,3 +236,33 @@ def test_match_logit_is_the_log_odds_of_a_match() -> None:
 def test_needs_a_fusion_encoder() -> None:
     with pytest.raises(ValueError, match=r"model\.fusion"):
         ImageTextMatching().bind(SimpleNamespace(fusion=None))
+
+
+def test_default_temperature_is_the_contrastive_objectives_current_tau() -> None:
+    """ALBEF samples with its learnt ITC τ: a tiny contrastive τ makes the draws those of
+    ``PAIRS``, and a changed τ is picked up at the next step."""
+    embedder = CosineEmbedder(temperature=1e-3)
+    itm = itm_with_fixed_head()
+    step = step_with(torch.tensor(V), torch.tensor(W), IDS, embedder)
+    assert itm(step)["itm_loss"].item() == pytest.approx(hand_cross_entropy(V, W, PAIRS), rel=1e-5)
+    embedder.temperature = torch.tensor(0.3)
+    assert itm.sampling_temperature(step).item() == pytest.approx(0.3)
+    assert itm_with_fixed_head(temperature=0.05).sampling_temperature(step) == 0.05
+
+
+def test_default_temperature_is_clamped_like_the_contrastive_loss_uses_it() -> None:
+    contrastive = Contrastive(embed_dim=2, temperature=0.07)
+    with torch.no_grad():
+        contrastive.temperature.fill_(3.0)  # left its [0.001, 0.5] range
+    step = Step({}, SimpleNamespace(), {}, embedder=contrastive)
+    tau = itm_with_fixed_head().sampling_temperature(step)
+    assert tau.item() == pytest.approx(0.5) and not tau.requires_grad
+
+
+def test_default_temperature_needs_an_embedder_with_a_tau() -> None:
+    class NoTau:
+        pass
+
+    step = Step({}, SimpleNamespace(), {}, embedder=NoTau())
+    with pytest.raises(ValueError, match="set a number"):
+        itm_with_fixed_head().sampling_temperature(step)
