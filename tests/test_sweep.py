@@ -208,6 +208,16 @@ def test_only_selects_runs_by_name_glob(tmp_path: Path, capsys) -> None:
         main([str(TINY), "--out", str(tmp_path), "--dry-run", "--only", "nothing*"])
 
 
+def test_set_adds_overrides_to_every_run(tmp_path: Path, capsys) -> None:
+    main([str(TINY), "--out", str(tmp_path), "--dry-run", "--set", "trainer.max_epochs=2",
+          "--set", "trainer.precision=bf16-mixed"])  # fmt: skip
+    plan = capsys.readouterr().out
+    assert "  trainer.max_epochs=2\n" in plan and "  trainer.precision=bf16-mixed\n" in plan
+    assert "trainer.limit_train_batches=3" in plan  # the file's own overrides stay
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        main([str(TINY), "--out", str(tmp_path), "--dry-run", "--set", "trainer.max_epochs"])
+
+
 def read_rows(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))

@@ -13,6 +13,7 @@ same command again skips finished runs and resumes unfinished ones from their la
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import fnmatch
 import functools
 import os
@@ -21,6 +22,8 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from vlp.sweep_plan import Run, Sweep, load_sweep
 from vlp.sweep_run import RunDir, execute, prepare
@@ -44,6 +47,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "on SLURM the job array's limit (default: none)",
     )
     parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="an override for every run on top of the file's (VALUE is YAML), e.g. "
+        "trainer.accelerator=gpu; repeatable",
+    )
+    parser.add_argument(
         "--restart", action="store_true", help="unfinished runs start over, not from last.ckpt"
     )
     parser.add_argument("--executor", choices=("local", "slurm"), default="local")
@@ -58,7 +70,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    sweep = load_sweep(args.file)
+    sweep = with_overrides(load_sweep(args.file), args.overrides)
     out = (args.out or sweep.out).absolute()
     runs = selected(sweep.runs, args.only)
     if args.dry_run:
@@ -74,6 +86,17 @@ def main(argv: list[str] | None = None) -> None:
     if failures:
         raise SystemExit("failed runs:\n  " + "\n  ".join(failures))
     print(f"all runs finished; aggregate them with: vlp report {out}")
+
+
+def with_overrides(sweep: Sweep, assignments: list[str]) -> Sweep:
+    """The sweep with ``KEY=VALUE`` overrides added to every run (e.g. to move it to a GPU)."""
+    overrides = dict(sweep.overrides)
+    for assignment in assignments:
+        key, sep, value = assignment.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set takes KEY=VALUE, got {assignment!r}")
+        overrides[key] = yaml.safe_load(value)
+    return dataclasses.replace(sweep, overrides=overrides)
 
 
 def selected(runs: list[Run], patterns: list[str] | None) -> list[Run]:
