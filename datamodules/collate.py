@@ -13,7 +13,7 @@ from torch.utils.data import get_worker_info
 
 from vlp.datamodules.lm_text import LMTokenize
 from vlp.datamodules.records import SkippedRecord
-from vlp.datamodules.samples import Sample
+from vlp.datamodules.samples import NoItem, Sample
 from vlp.masking import BlockMasking, SpanMasking
 
 MaskRecipe = BlockMasking | SpanMasking
@@ -112,28 +112,33 @@ class Collate:
 
     With ``lm_tokenize`` (training, for Flamingo) each caption is also its image's LM
     sequence ``<image>caption<|endofchunk|><eos>``: ``lm_ids``/``lm_mask``/``lm_labels [T,L'']``.
+
+    A batch whose every sample was bad (or an evaluation rank's :class:`NoItem`) has
+    no rows and only the basic fields (:func:`empty_batch`); the module skips it.
     """
 
     tokenize: Callable[[list[str]], dict[str, Tensor]]
     masks: BatchMasks | None = None
     lm_tokenize: LMTokenize | None = None
 
-    def __call__(self, items: list[Sample | SkippedRecord]) -> dict[str, Any]:
+    def __call__(self, items: list[Sample | SkippedRecord | NoItem]) -> dict[str, Any]:
         skipped: Counter = Counter()
         samples: list[Sample] = []
         for item in items:
             if isinstance(item, SkippedRecord):
                 skipped[item.reason] += 1
-            else:
+            elif isinstance(item, Sample):
                 samples.append(item)
                 skipped.update(item.dropped_captions)
+        if not samples:
+            return empty_batch(skipped)
         captions = [caption for s in samples for caption in s.captions]
         batch = {
             **self._negatives(samples),
-            "images": torch.stack([s.image for s in samples]) if samples else torch.empty(0),
+            "images": torch.stack([s.image for s in samples]),
             **{
                 name: torch.stack([s.extra_views[name] for s in samples])
-                for name in (samples[0].extra_views if samples else {})
+                for name in samples[0].extra_views
             },
             "image_ids": torch.tensor([s.image_id for s in samples], dtype=torch.long),
             "labels": torch.tensor([s.label for s in samples], dtype=torch.long),
@@ -166,3 +171,25 @@ class Collate:
             "negative_mask": tokens["text_mask"],
             "negative_text_index": torch.tensor(true_rows, dtype=torch.long),
         }
+
+
+def empty_batch(skipped: Counter) -> dict[str, Any]:
+    """A batch without rows that still reports what was skipped.
+
+    Tokenizers refuse an empty list, and the step never reads text from it: the
+    module skips a training step on every rank when one rank's batch is empty,
+    and evaluation only counts its skipped samples.
+    """
+    no_rows = torch.zeros(0, dtype=torch.long)
+    no_text = torch.zeros(0, 0, dtype=torch.long)
+    return {
+        "images": torch.empty(0),
+        "image_ids": no_rows,
+        "labels": no_rows,
+        "text_image_ids": no_rows,
+        "text_ids": no_text,
+        "text_mask": no_text,
+        "captions": [],
+        "questions": [],
+        "skipped": skipped,
+    }

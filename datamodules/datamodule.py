@@ -37,14 +37,21 @@ class EvalShardSampler(DistributedSampler):
     """Rank r takes items r, r+W, r+2W, ...: every item exactly once, no padding.
 
     Lightning's default distributed sampler repeats items to even out ranks,
-    which would count images twice in retrieval metrics.
+    which would count images twice in retrieval metrics. A rank with no item
+    (a split smaller than the world) yields one ``None`` instead, loaded as
+    :class:`~vlp.datamodules.samples.NoItem`: Lightning would skip a rank's
+    zero-length evaluation loop, epoch end and metric gathers included, and
+    the other ranks would wait for it forever.
     """
 
-    def __iter__(self):
-        return iter(range(self.rank, len(self.dataset), self.num_replicas))
+    def __iter__(self) -> Iterator[int | None]:
+        return iter(self._share() or [None])
 
     def __len__(self) -> int:
-        return len(range(self.rank, len(self.dataset), self.num_replicas))
+        return max(len(self._share()), 1)
+
+    def _share(self) -> range:
+        return range(self.rank, len(self.dataset), self.num_replicas)
 
 
 class ResumableSampler(DistributedSampler):

@@ -102,6 +102,15 @@ def hard_negative_texts(meta: dict[str, Any], num_captions: int) -> list[list[st
     return texts
 
 
+@dataclass(frozen=True)
+class NoItem:
+    """What an evaluation rank with no item of the split loads (its sampler yields ``None``).
+
+    Collation drops it, so that rank runs one empty batch: it then reaches the
+    epoch end and joins the metric gathers instead of leaving the others waiting.
+    """
+
+
 class MappedSamples(Dataset):
     """A map-style source seen through :func:`to_sample`."""
 
@@ -113,7 +122,9 @@ class MappedSamples(Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, index: int) -> Sample | SkippedRecord:
+    def __getitem__(self, index: int | None) -> Sample | SkippedRecord | NoItem:
+        if index is None:
+            return NoItem()
         return to_sample(self.source[index], self.views, self.all_captions)
 
 

@@ -1,7 +1,8 @@
 """Collectives that objectives and evaluation share.
 
 Gathers accept a different batch size on every rank (a skipped corrupt sample
-makes one rank's batch smaller), by padding to the largest and trimming.
+makes one rank's batch smaller), by padding to the largest and trimming; a
+rank with no rows at all (no evaluation batch) takes part with empty tensors.
 """
 
 from __future__ import annotations
@@ -78,3 +79,38 @@ def global_mean(total: Tensor, count: int | Tensor) -> Tensor:
     """
     count = torch.as_tensor(count, device=total.device).reshape(1)
     return total * world()[1] / gather_no_grad(count).sum().clamp_min(1)
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """Whether ``flag`` is true on some rank: every rank gets the same answer, so all can
+    take the same branch (e.g. skip a step) and their collectives stay in lockstep."""
+    _, world_size = world()
+    if world_size == 1:
+        return flag
+    value = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def gather_fields(fields: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
+    """:func:`gather_no_grad` of each named tensor, over the names any rank has.
+
+    A rank that lacks a field (it had no evaluation batch, or none carrying it)
+    joins that gather with zero rows of the field's trailing shape and dtype,
+    learnt from the ranks that have it; otherwise its rank-mates would wait for
+    it forever. ``device`` holds those empty tensors.
+    """
+    _, world_size = world()
+    if world_size == 1:
+        return dict(fields)
+    schemas: list[dict[str, tuple[tuple[int, ...], torch.dtype]]] = [{}] * world_size
+    dist.all_gather_object(schemas, {n: (tuple(v.shape[1:]), v.dtype) for n, v in fields.items()})
+    merged = {name: spec for schema in reversed(schemas) for name, spec in schema.items()}
+    gathered = {}
+    for name in sorted(merged):
+        shape, dtype = merged[name]
+        local = fields.get(name)
+        if local is None:
+            local = torch.empty((0, *shape), dtype=dtype, device=device)
+        gathered[name] = gather_no_grad(local)
+    return gathered

@@ -17,6 +17,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from vlp.datamodules.lm_text import LMTokenize
 from vlp.datamodules.mixture import DatasetTag, mixture_parts
 from vlp.datamodules.records import SKIP_REASONS
+from vlp.distributed import any_rank
 from vlp.encoders import Encoders, FusionConfig, TextEncoder, VisionEncoder
 from vlp.encoders.text import Tokenize
 from vlp.evaluation.evaluator import Evaluator
@@ -119,7 +120,7 @@ class VLPModule(LightningModule):
         prompts = [o for o in self.objectives if o.prompt_only]
         if not prompts:
             return []
-        train_only(self, *prompts)
+        train_only(self, *(module for o in prompts for module in o.prompt_modules()))
         frozen = [self.encoders, *(o for o in self.objectives if not o.prompt_only)]
         for module in frozen:
             module.eval()
@@ -169,15 +170,31 @@ class VLPModule(LightningModule):
     def step(self, batch: dict[str, Any]) -> Step:
         return Step(batch, self.encoders, self.teachers, self.evaluator.embedder, self.global_step)
 
+    def on_train_batch_start(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Decide, the same on every rank, whether this step is skipped: it is when some
+        rank's batch (or a mixture dataset's batch) lost every sample to bad data."""
+        empty = any(_batch_size(part) == 0 for _, part in mixture_parts(batch))
+        self._skipping = any_rank(empty, self.device)
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         """One batch, or a mixture's batch of every dataset: Σ_d λ_d · Σ_objectives w·loss,
-        so one backward accumulates every dataset's gradient into this step."""
+        so one backward accumulates every dataset's gradient into this step.
+
+        A skipped step (see :meth:`on_train_batch_start`) returns a zero that touches every
+        trainable parameter: each rank still runs DDP's gradient all-reduce, and
+        :meth:`optimizer_step` then leaves weights, optimizer state and teachers as they were.
+        """
         parts = mixture_parts(batch)
+        self._log_skipped(sum((part.get("skipped", Counter()) for _, part in parts), Counter()))
+        skipping = getattr(self, "_skipping", False)
+        self.log("data/skipped_steps", float(skipping), on_step=False, on_epoch=True,
+                 reduce_fx="sum", batch_size=1)  # fmt: skip
+        if skipping:
+            return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
         losses = [self._dataset_loss(part, tag) for tag, part in parts]
         total = sum(losses[1:], losses[0])
         batch_size = sum(_batch_size(part) for _, part in parts)
         self.log("train/loss", total.detach(), prog_bar=True, batch_size=batch_size)
-        self._log_skipped(sum((part.get("skipped", Counter()) for _, part in parts), Counter()))
         return total
 
     def _dataset_loss(self, batch: dict[str, Any], tag: DatasetTag | None) -> Tensor:
@@ -219,7 +236,14 @@ class VLPModule(LightningModule):
             )
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
-        """Teachers move once per optimizer step, after it, from the updated online weights."""
+        """Teachers move once per optimizer step, after it, from the updated online weights.
+
+        A skipped step runs only the closure (forward and backward, for DDP's collectives):
+        no update, so AdamW's decay and momentum do not move weights on a step without data.
+        """
+        if getattr(self, "_skipping", False):
+            kwargs.get("optimizer_closure", args[-1] if args else None)()
+            return
         super().optimizer_step(*args, **kwargs)
         for module in self.modules():
             if isinstance(module, EMATeacher):

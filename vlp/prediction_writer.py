@@ -73,5 +73,7 @@ class GenerationWriter(BasePredictionWriter):
 
 
 def _batches(predictions: list[Any]) -> list[dict[str, Any]]:
-    """Lightning nests the batches in a list per dataloader when there are several."""
-    return predictions[0] if predictions and isinstance(predictions[0], list) else predictions
+    """Lightning nests the batches in a list per dataloader when there are several; a batch
+    whose every sample was bad predicts nothing (``{}``) and is left out."""
+    batches = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
+    return [batch for batch in batches if batch]

@@ -9,18 +9,21 @@ and a fusion encoder ``retrieval_itm/{i2t,t2i}_r{1,5,10}`` (ITM re-ranking);
 hard-negative captions; ``linear_probe/acc`` of the frozen image features
 whenever the images have labels, whatever the objectives; with an objective that
 writes text (Flamingo) ``caption/{cider,bleu4}_{k}shot`` and ``vqa/acc_{k}shot``
-(:mod:`vlp.evaluation.generative`).
+(:mod:`vlp.evaluation.generative`); ``data/skipped_{reason}``, the bad samples the
+data pipeline dropped from the split.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import Tensor
 
-from vlp.distributed import gather_no_grad
+from vlp.datamodules.records import SKIP_REASONS
+from vlp.distributed import gather_fields
 from vlp.encoding import Encoding
 from vlp.evaluation.compositional import compositional_outcomes
 from vlp.evaluation.generative import FewShotEvaluation
@@ -72,6 +75,7 @@ class Evaluator:
         self.ks = ks
         self._parts: dict[str, list[Tensor]] = {}
         self._tokens = TokenStore()
+        self._skipped: Counter = Counter()
         self._fewshot: FewShotEvaluation | None = None
 
     @property
@@ -159,7 +163,10 @@ class Evaluator:
     @torch.no_grad()
     def predict(self, batch: dict[str, Any]) -> dict[str, Any]:
         """What ``vlp predict`` writes: the embeddings when an objective defines the shared
-        space, and ``generations`` (captions, answers) when an objective writes text."""
+        space, and ``generations`` (captions, answers) when an objective writes text; nothing
+        for a batch whose every sample was bad."""
+        if len(batch["images"]) == 0:
+            return {}
         out: dict[str, Any] = {} if self.embedder is None else self.embed(batch)
         if self.fewshot is not None:
             image = self._model.encoders.vision(batch["images"])
@@ -170,6 +177,10 @@ class Evaluator:
 
     @torch.no_grad()
     def add(self, batch: dict[str, Any]) -> None:
+        """One evaluation batch; one whose every sample was bad only adds to the skip counts."""
+        self._skipped.update(batch.get("skipped", {}))
+        if len(batch["images"]) == 0:
+            return
         embedder = self.embedder
         image = self._model.encoders.vision(batch["images"])
         if self.fewshot is not None:
@@ -212,11 +223,17 @@ class Evaluator:
     ) -> dict[str, float]:
         """Metrics over everything added since the last call, from all ranks; then reset."""
         generated = {} if self.fewshot is None else self.fewshot.compute()
-        if not self._parts:
-            return generated
-        parts = {name: gather_no_grad(torch.cat(values)) for name, values in self._parts.items()}
-        tokens, self._parts, self._tokens = self._tokens, {}, TokenStore()
-        metrics = dict(generated)
+        device = self._model.device
+        local = {name: torch.cat(values) for name, values in self._parts.items()}
+        local["skipped"] = torch.tensor([[self._skipped[r] for r in SKIP_REASONS]], device=device)
+        parts = gather_fields(local, device)  # every rank joins, even one without batches
+        tokens, self._parts, self._tokens, self._skipped = self._tokens, {}, TokenStore(), Counter()
+        skipped = parts.pop("skipped").sum(0).tolist()
+        metrics = generated | {
+            f"data/skipped_{r}": float(n) for r, n in zip(SKIP_REASONS, skipped, strict=True)
+        }
+        if "labels" not in parts:
+            return metrics
         if int((parts["labels"] >= 0).sum()) >= 2:
             metrics["linear_probe/acc"] = linear_probe_accuracy(
                 parts["probe_features"], parts["labels"], parts["image_ids"]
@@ -230,7 +247,7 @@ class Evaluator:
                 similarity, parts["image_ids"], parts["text_image_ids"], self.ks
             ).items()
         }
-        if len(tokens) and self.matcher is not None:
+        if self.rerank_k > 0 and similarity.numel() > 0:  # the same on every rank
             metrics.update(self._reranked(similarity, parts, tokens))
         for kind in ("itc", "itm"):
             outcomes = parts.get(f"compositional_{kind}")
@@ -270,7 +287,7 @@ class Evaluator:
     def _reranked(
         self, similarity: Tensor, parts: dict[str, Tensor], tokens: TokenStore
     ) -> dict[str, float]:
-        images, texts = tokens.gathered()
+        images, texts = tokens.gathered(self._model.device)
         fusion = self._model.encoders.fusion
         scorer = fusion_scorer(fusion, self.matcher.match_logit, images, texts)
         recall = itm_reranked_recall(

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vlp.distributed import gather_no_grad, world
+from vlp.distributed import gather_fields, gather_no_grad, world
 from vlp.encoding import Encoding
 from vlp.evaluation.retrieval import retrieval_recall
 
@@ -88,15 +88,24 @@ class TokenStore:
         self._texts.append(text.tokens)
         self._masks.append(text.token_mask)
 
-    def gathered(self) -> tuple[Encoding, Encoding]:
-        """Every rank's images and texts in rank order (as the embeddings), texts padded alike."""
-        local = max(t.shape[1] for t in self._texts)
-        length_on = torch.tensor([local], device=self._texts[0].device)
-        length = int(gather_no_grad(length_on).max())
-        texts = torch.cat([F.pad(t, (0, 0, 0, length - t.shape[1])) for t in self._texts])
-        masks = torch.cat([F.pad(m, (0, length - m.shape[1])) for m in self._masks])
-        images = gather_no_grad(torch.cat(self._images))
-        texts, masks = gather_no_grad(texts), gather_no_grad(masks)
+    def gathered(self, device: torch.device | None = None) -> tuple[Encoding, Encoding]:
+        """Every rank's images and texts in rank order (as the embeddings), texts padded alike.
+
+        A rank that stored nothing (no evaluation batch) still joins the gathers;
+        ``device`` holds its empty share (default: the stored tensors').
+        """
+        device = self._images[0].device if self._images else device
+        local = max((t.shape[1] for t in self._texts), default=0)
+        length = int(gather_no_grad(torch.tensor([local], device=device)).max())
+        fields = {}
+        if self._images:
+            fields = {
+                "images": torch.cat(self._images),
+                "texts": torch.cat([F.pad(t, (0, 0, 0, length - t.shape[1])) for t in self._texts]),
+                "masks": torch.cat([F.pad(m, (0, length - m.shape[1])) for m in self._masks]),
+            }
+        gathered = gather_fields(fields, device)
+        images, texts, masks = gathered["images"], gathered["texts"], gathered["masks"]
         return (
             Encoding(pooled=images[:, 0], tokens=images),
             Encoding(pooled=texts[:, 0], tokens=texts, mask=masks),
