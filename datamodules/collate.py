@@ -106,9 +106,9 @@ class Collate:
     needs) there are also the fields of each recipe, e.g. ``image_mask [B,N]``
     or ``masked_text_ids``/``text_mask_positions [T,L]``.
 
-    For generative evaluation (few-shot captioning and VQA) there are also ``captions``,
-    each image's caption strings, and ``questions``, each image's question/answer pairs
-    (evaluation only), as lists of length B.
+    For generative evaluation (few-shot captioning and VQA) and prompt tuning there are
+    also ``captions``, each image's caption strings, and ``questions``, each image's
+    question/answer pairs, as lists of length B.
 
     With ``lm_tokenize`` (training, for Flamingo) each caption is also its image's LM
     sequence ``<image>caption<|endofchunk|><eos>``: ``lm_ids``/``lm_mask``/``lm_labels [T,L'']``.

@@ -30,7 +30,7 @@ class Sample:
     dropped_captions: Counter
     hard_negatives: list[list[str]] = field(default_factory=list)
     extra_views: dict[str, Tensor] = field(default_factory=dict)  # e.g. TCL's "images_aug"
-    questions: list[dict[str, str]] = field(default_factory=list)  # evaluation only (VQA)
+    questions: list[dict[str, str]] = field(default_factory=list)  # VQA pairs (P-tuning, eval)
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def to_sample(
         label=record.label,
         dropped_captions=Counter(record.meta.get("dropped_captions", {})),
         hard_negatives=hard_negative_texts(record.meta, len(captions)) if all_captions else [],
-        questions=question_pairs(record.meta) if all_captions else [],
+        questions=question_pairs(record.meta),
     )
 
 

@@ -31,7 +31,7 @@ class Objective(nn.Module):
     #: short name used as the logging prefix
     name: ClassVar[str] = "objective"
     #: the objective adapts a frozen model (prompt tuning, e.g. CoOp): the module freezes
-    #: every weight outside such objectives
+    #: every weight outside such objectives' ``prompt_modules``
     prompt_only: ClassVar[bool] = False
 
     def __init__(self, weight: float = 1.0) -> None:
@@ -40,6 +40,11 @@ class Objective(nn.Module):
 
     def bind(self, encoders: Encoders) -> None:
         """Build the parameters that depend on encoder widths (called once by the module)."""
+
+    def prompt_modules(self) -> tuple[nn.Module, ...]:
+        """What a ``prompt_only`` objective trains: all of it, unless it also holds frozen
+        parts (a P-tuned Flamingo keeps its stage-1 LM inside)."""
+        return (self,)
 
     def teacher_specs(self) -> tuple[TeacherSpec, ...]:
         """EMA teachers this objective reads through ``step.teacher``."""

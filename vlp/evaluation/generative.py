@@ -3,8 +3,10 @@
 Metric names, logged under ``val/`` or ``test/`` for each k of ``FewShotConfig.shots``:
 ``caption/cider_{k}shot`` and ``caption/bleu4_{k}shot`` (against all of an image's
 captions) and ``vqa/acc_{k}shot`` (one question per image, chosen by the seed, when the
-data has questions). Each rank generates for its share of the images; the strings of
-all ranks are gathered and every rank scores the whole corpus, as CIDEr's IDF needs.
+data has questions). A generator with learned prompts (P-tuning) also writes with its
+templates, scored as ``caption/{cider,bleu4}_ptuned`` and ``vqa/acc_ptuned``. Each rank
+generates for its share of the images; the strings of all ranks are gathered and every
+rank scores the whole corpus, as CIDEr's IDF needs.
 k-shot prompts with k > 0 need a support set from the training data; without one
 only zero-shot prompts (with no demonstrations) are evaluated.
 """
@@ -51,6 +53,16 @@ class Generator(Protocol):
     def resample_images(self, image_tokens: Tensor) -> Tensor: ...
 
     def generate(self, visual: Tensor, prompts: Sequence[str], decoding: Decoding) -> list[str]: ...
+
+
+class PromptedGenerator(Generator, Protocol):
+    """A generator with learned prompts for some tasks (``caption``, ``vqa``)."""
+
+    tasks: tuple[str, ...]
+
+    def generate_prompted(
+        self, task: str, visual: Tensor, queries: Sequence[dict[str, str]], decoding: Decoding
+    ) -> list[str]: ...
 
 
 @dataclass(frozen=True)
@@ -116,13 +128,38 @@ class FewShotEvaluation:
             if k > 0 and len(support) == 0:
                 continue
             captions = self._task(CAPTION, k, ids, visual, features, [{}] * n, support, None)
-            self._record(f"caption/{k}", captions, refs)
+            self._record(f"caption/{k}shot", captions, refs)
             if asked and (k == 0 or support.with_questions()):  # k demos need questions
                 rows = [i for i, _ in asked]
                 queries = [{"question": qa["question"]} for _, qa in asked]
                 answers = self._task(VQA, k, [ids[i] for i in rows], visual[rows],
                                      features[rows], queries, support, support.with_questions())  # fmt: skip
-                self._record(f"vqa/{k}", answers, [[qa["answer"]] for _, qa in asked])
+                self._record(f"vqa/{k}shot", answers, [[qa["answer"]] for _, qa in asked])
+        if hasattr(self.generator, "generate_prompted"):
+            self._add_prompted(self.generator, visual, refs, asked)
+
+    def _add_prompted(
+        self,
+        generator: PromptedGenerator,
+        visual: Tensor,
+        refs: list[list[str]],
+        asked: list[tuple[int, dict[str, str]]],
+    ) -> None:
+        """Captions and answers from the learned prompts' templates, for the same images and
+        questions as the hand prompts'."""
+        if "caption" in generator.tasks:
+            queries = [{}] * len(refs)
+            captions = generator.generate_prompted(
+                "caption", visual[:, None], queries, self.config.caption
+            )
+            self._record("caption/ptuned", captions, refs)
+        if asked and "vqa" in generator.tasks:
+            rows = [i for i, _ in asked]
+            queries = [{"question": qa["question"]} for _, qa in asked]
+            answers = generator.generate_prompted(
+                "vqa", visual[rows][:, None], queries, self.config.vqa
+            )
+            self._record("vqa/ptuned", answers, [[qa["answer"]] for _, qa in asked])
 
     def _quota(self) -> int:
         if self.config.max_samples is None:
@@ -213,15 +250,15 @@ class FewShotEvaluation:
         results = _gathered(self._results)
         self._reset()
         metrics = {}
-        for key in sorted(results, key=lambda name: (name.split("/")[0], int(name.split("/")[1]))):
-            task, k = key.split("/")
+        for key in sorted(results):
+            task, prompts = key.split("/")  # prompts: "{k}shot" or "ptuned"
             generated, references = zip(*results[key], strict=True)
             if task == "caption":
-                metrics[f"caption/cider_{k}shot"] = cider_d(generated, references)
-                metrics[f"caption/bleu4_{k}shot"] = bleu(generated, references)
+                metrics[f"caption/cider_{prompts}"] = cider_d(generated, references)
+                metrics[f"caption/bleu4_{prompts}"] = bleu(generated, references)
             else:
                 answers = [answer_from_generation(text) for text in generated]
-                metrics[f"vqa/acc_{k}shot"] = vqa_accuracy(answers, references)
+                metrics[f"vqa/acc_{prompts}"] = vqa_accuracy(answers, references)
         return metrics
 
     @torch.no_grad()

@@ -56,8 +56,18 @@ def generate(
     Beam search expands each row into ``num_beams`` rows, so the images are repeated to
     match. ``<image>`` is never generated: a new image tag would have no image behind it.
     """
+    ids, mask = prompt_ids(lm.tokenizer, prompts)
+    return generate_from_ids(lm, visual, ids, mask, decoding)
+
+
+@torch.no_grad()
+def generate_from_ids(
+    lm: FlamingoLM, visual: Tensor, ids: Tensor, mask: Tensor, decoding: Decoding = Decoding()
+) -> list[str]:
+    """:func:`generate` for prompts already tokenised: left-padded ``ids`` and ``mask`` [B, L]
+    (e.g. templates whose continuous prompts are spliced into the LM's embeddings)."""
     tokenizer, tokens = lm.tokenizer, lm.tokens
-    ids, mask = (t.to(visual.device) for t in prompt_ids(tokenizer, prompts))
+    ids, mask = ids.to(visual.device), mask.to(visual.device)
     longest = getattr(lm.lm.config.get_text_config(), "max_position_embeddings", None)
     if longest is not None and ids.shape[1] + decoding.max_new_tokens > longest:
         raise ValueError(

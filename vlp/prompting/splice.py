@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -27,20 +28,24 @@ def splice(token_embeds: Tensor, slot_mask: Tensor, prompts: Tensor) -> Tensor:
 
 @contextmanager
 def prompts_spliced(embedding: nn.Module, slot_mask: Tensor, prompts: Tensor) -> Iterator[None]:
-    """Inside the block, the next call of ``embedding`` returns its output with ``prompts``
-    spliced in; later calls (``generate``'s decoding steps) are left alone.
+    """Inside the block, calls of ``embedding`` that embed the whole prompt return their
+    output with ``prompts`` spliced in: the next call, and any later call longer than the
+    prompt (``generate`` without a cache re-embeds the prompt and the tokens so far).
+    Cached decoding steps embed only new tokens and are left alone.
 
     For models that must be called with token ids rather than ``inputs_embeds``: Flamingo
     finds its ``<image>`` tokens by id, and a text encoder's own forward does its pooling.
     """
-    pending = True
+    first = True
+    length = slot_mask.shape[1]
 
     def hook(module: nn.Module, args: tuple, output: Tensor) -> Tensor | None:
-        nonlocal pending
-        if not pending:
+        nonlocal first
+        if not (first or output.shape[1] > length):
             return None
-        pending = False
-        return splice(output, slot_mask, prompts)
+        first = False
+        slots = F.pad(slot_mask, (0, output.shape[1] - length), value=False)
+        return splice(output, slots, prompts)
 
     handle = embedding.register_forward_hook(hook)
     try:

@@ -62,8 +62,14 @@ class PromptTemplate:
         tokenizer: PreTrainedTokenizerBase,
         values: Mapping[str, str] | None = None,
         target: str | None = None,
+        open_end: bool = False,
     ) -> tuple[list[int], list[bool], list[int]]:
-        """Ids, slot flags and labels of one filled template followed by ``target``."""
+        """Ids, slot flags and labels of one filled template followed by ``target``.
+
+        With special tokens, those that close a text (a [SEP]) follow the target and are
+        its last labels, as a causal LM trained on such texts predicts them; ``open_end``
+        leaves them out, for a prompt that an LM is to continue.
+        """
         ids: list[int] = []
         slots: list[bool] = []
         for i, piece in enumerate(self.text.split(SLOT)):
@@ -81,9 +87,11 @@ class PromptTemplate:
             labels += target_ids
         if self.add_special_tokens:
             prefix, suffix = special_tokens(tokenizer)
+            suffix = [] if open_end else suffix
             ids = prefix + ids + suffix
             slots = [False] * len(prefix) + slots + [False] * len(suffix)
-            labels = [IGNORE_INDEX] * len(prefix) + labels + [IGNORE_INDEX] * len(suffix)
+            end_labels = suffix if target is not None else [IGNORE_INDEX] * len(suffix)
+            labels = [IGNORE_INDEX] * len(prefix) + labels + end_labels
         return ids, slots, labels
 
     def batch(
@@ -91,18 +99,21 @@ class PromptTemplate:
         tokenizer: PreTrainedTokenizerBase,
         values: Sequence[Mapping[str, str]],
         targets: Sequence[str] | None = None,
+        open_end: bool = False,
+        padding_side: str | None = None,
     ) -> PromptedBatch:
-        """One row per entry of ``values`` (and ``targets``), padded on the tokenizer's side."""
+        """One row per entry of ``values`` (and ``targets``), padded on ``padding_side``
+        (default: the tokenizer's; generation pads on the left)."""
         if tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer needs a pad token")
         if targets is not None and len(targets) != len(values):
             raise ValueError(f"{len(values)} rows of values but {len(targets)} targets")
         rows = [
-            self.tokens(tokenizer, row, None if targets is None else targets[i])
+            self.tokens(tokenizer, row, None if targets is None else targets[i], open_end)
             for i, row in enumerate(values)
         ]
         length = max(len(ids) for ids, _, _ in rows)
-        left = tokenizer.padding_side == "left"
+        left = (padding_side or tokenizer.padding_side) == "left"
 
         def padded(items: list, fill: int | bool) -> list:
             padding = [fill] * (length - len(items))
