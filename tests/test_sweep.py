@@ -87,7 +87,7 @@ def test_sweep_file_paths_are_relative_to_it_and_weights_name_the_set(tmp_path: 
 
 
 #: objective sets that need a stage-1 checkpoint, compared in their own sweep
-STAGED = {"prompt_tuning.yaml": ["clip_coop"]}
+STAGED = {"prompt_tuning.yaml": ["clip_coop"], "flamingo_ptuning.yaml": ["flamingo_ptuning"]}
 
 
 def test_shipped_sweeps_cover_every_objective_set_over_three_seeds() -> None:
