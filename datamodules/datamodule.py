@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import CombinedLoader
@@ -16,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDa
 from vlp.datamodules.collate import BatchMasks, Collate, MaskRecipe
 from vlp.datamodules.kshot import KShot
 from vlp.datamodules.lm_text import LMTokenize
+from vlp.datamodules.lockstep import LockstepLoader
 from vlp.datamodules.media_text import MediaTextCollate, MediaTextSource, as_media_samples
 from vlp.datamodules.mixture import DatasetTag, MixturePart, TaggedCollate
 from vlp.datamodules.samples import Views, as_samples
@@ -154,6 +156,7 @@ class VLPDataModule(LightningDataModule):
         self.tokenize = tokenize
         self.lm_tokenize = lm_tokenize
         self.classes = json.loads(Path(classes_file).read_text()) if classes_file else {}
+        self._lockstep_loaders: list[LockstepLoader] = []
 
     @property
     def class_names(self) -> list[str] | None:
@@ -206,17 +209,43 @@ class VLPDataModule(LightningDataModule):
         if self.tokenize is None:
             raise ValueError("data.tokenize is not set (the CLI links it from the model)")
         dataset, collate = self._samples(source, train)
-        streaming = isinstance(dataset, IterableDataset)
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
+        options = {
+            "batch_size": batch_size,
+            "drop_last": train,
+            "num_workers": self.num_workers,
+            "collate_fn": collate if tag is None else TaggedCollate(collate, tag),
+        }
+        if not isinstance(dataset, IterableDataset):
             # a mixture's shorter datasets cycle, so a resumed epoch cannot skip by count
-            sampler=None if streaming else self._sampler(dataset, train, resume=tag is None),
-            drop_last=train,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=collate if tag is None else TaggedCollate(collate, tag),
+            sampler = self._sampler(dataset, train, resume=tag is None)
+            return DataLoader(
+                dataset, sampler=sampler, persistent_workers=self.num_workers > 0, **options
+            )
+        if not train:
+            return DataLoader(dataset, persistent_workers=self.num_workers > 0, **options)
+        loader = LockstepLoader(
+            dataset,
+            device=self._device(),
+            epoch=self._current_epoch,
+            persistent_workers=False,  # workers made anew each epoch see its shard order
+            **options,
         )
+        self._lockstep_loaders.append(loader)
+        return loader
+
+    def _device(self) -> torch.device:
+        return torch.device("cpu") if self.trainer is None else self.trainer.strategy.root_device
+
+    def _current_epoch(self) -> int:
+        return 0 if self.trainer is None else self.trainer.current_epoch
+
+    @property
+    def dropped_batches(self) -> int | None:
+        """Streamed training batches this rank dropped so that all ranks end epochs together
+        (:mod:`vlp.datamodules.lockstep`), since the run started; None without streaming."""
+        if not self._lockstep_loaders:
+            return None
+        return sum(loader.dropped_batches for loader in self._lockstep_loaders)
 
     def _samples(self, source: Dataset, train: bool) -> tuple[Dataset, Callable]:
         """The samples of ``source`` and how to batch them; LM fields only in training."""

@@ -235,6 +235,12 @@ class VLPModule(LightningModule):
                 batch_size=1,
             )
 
+    def on_train_epoch_end(self) -> None:
+        """Streamed batches dropped so far so that every rank ends its epochs at the same step."""
+        dropped = self._datamodule_attr("dropped_batches")
+        if dropped is not None:
+            self.log("data/dropped_batches", float(dropped), reduce_fx="sum", sync_dist=True)
+
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         """Teachers move once per optimizer step, after it, from the updated online weights.
 

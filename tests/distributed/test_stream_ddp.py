@@ -1,0 +1,31 @@
+"""Streamed shards of unequal sizes on 2 gloo ranks: both ranks run the same number of
+training steps (the shorter share's), end the epoch together and count the dropped batch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.distributed.stream_fit import main as fit
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.ddp
+def test_unequal_shards_end_the_epoch_together_on_both_ranks(tmp_path: Path) -> None:
+    out = tmp_path / "fit"
+    command = [sys.executable, "-m", "tests.distributed.stream_fit", "2", str(out)]
+    subprocess.run(command, check=True, timeout=120, capture_output=True, cwd=ROOT)
+    ranks = [json.loads(Path(f"{out}.rank{r}.json").read_text()) for r in range(2)]
+    assert [r["steps"] for r in ranks] == [2, 2]  # rank 1's two batches, not rank 0's three
+    assert ranks[0]["checksum"] == ranks[1]["checksum"]
+    assert [r["metrics"]["data/dropped_batches"] for r in ranks] == [1.0, 1.0]  # summed
+
+
+def test_one_process_streams_every_batch_and_drops_none(tmp_path: Path) -> None:
+    result = fit(1, tmp_path / "fit")
+    assert result["steps"] == 5 and result["metrics"]["data/dropped_batches"] == 0.0
