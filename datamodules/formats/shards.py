@@ -37,7 +37,8 @@ class WebDatasetShards(IterableDataset):
     With ``shuffle_shards`` the shard order is a permutation fixed by ``seed`` and
     the epoch given to ``set_epoch``, identical in every consumer. DataLoader
     workers receive a copy of the dataset when an epoch's iterator is created,
-    so call ``set_epoch`` before that (not with ``persistent_workers``).
+    so call ``set_epoch`` before that (not with ``persistent_workers``); the data
+    module's training loader does (``vlp.datamodules.lockstep``).
     """
 
     def __init__(
