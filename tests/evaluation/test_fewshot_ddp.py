@@ -46,4 +46,4 @@ def test_two_ranks_score_the_gathered_corpus(tmp_path: Path):
     single = _metrics(IMAGES)
     assert single["vqa/acc_0shot"] == pytest.approx(2 / 5)
     for rank in range(2):
-        assert torch.load(tmp_path / f"rank{rank}.pt") == pytest.approx(single)
+        assert torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) == pytest.approx(single)
