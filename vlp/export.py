@@ -12,7 +12,9 @@
   temperatures, fusion encoder, ITM head) under its name in the module;
 - ``retrieval.json``: which heads, pooling and preprocessing make the shared
   image–text embedding, and with learned prompts (CoOp) which weights hold them, the
-  template they fill and the class names;
+  template they fill and the class names; for a P-tuned Flamingo, each task's template
+  and the names of its prompt vectors (``…prompt_vectors.<task>`` in the heads, the
+  encoder's output, beside the encoder's weights);
 - ``image_tower.onnx`` / ``text_tower.onnx``: images, or text ids and mask, to
   L2-normalised embeddings, with dynamic batch (and text length) axes;
 - ``config.yaml``: the run's resolved config; ``README.md``: a model card with
@@ -95,14 +97,16 @@ def load_trained(checkpoint: Path, config: dict[str, Any]) -> VLPModule:
 
 def head_weights(model: VLPModule) -> dict[str, Tensor]:
     """Every weight the tower folders do not hold (e.g. data2vec's mask token stays);
-    EMA teachers and queues are training state and are left out."""
+    EMA teachers and queues are training state and are left out. Each is its own copy:
+    safetensors refuses tensors that share memory (a Flamingo LM's tied input and output
+    embeddings)."""
     training_state = tuple(
         f"{name}."
         for name, module in model.named_modules()
         if isinstance(module, (EMATeacher, FeatureQueue))
     )
     return {
-        name: tensor.detach().contiguous()
+        name: tensor.detach().clone(memory_format=torch.contiguous_format)
         for name, tensor in model.state_dict().items()
         if not name.startswith(TOWERS + training_state)
     }
@@ -283,11 +287,17 @@ def export(checkpoint: Path, out: Path, run_config: Path | None = None) -> Path:
         data_config={"img_size": data["image_size"], "mean": data["mean"], "std": data["std"]},
     )
     heads = head_weights(model)
-    save_file(heads, out / "heads.safetensors")
     spec = retrieval_spec(model, embedder, data)
     prompted = model.evaluator.prompt_classifier
     if prompted is not None:
         spec["zeroshot_prompts"] = prompted.prompt_spec(module_name(model, prompted))
+    for objective in model.objectives:
+        if hasattr(objective, "prompt_vectors"):  # P-tuned generation: h_1..h_m per task
+            prefix = module_name(model, objective)
+            vectors = objective.prompt_vectors().items()
+            heads |= {f"{prefix}.prompt_vectors.{task}": v for task, v in vectors}
+            spec["generation_prompts"] = objective.prompt_spec(prefix)
+    save_file(heads, out / "heads.safetensors")
     (out / "retrieval.json").write_text(json.dumps(spec, indent=2))
     with torch.no_grad():
         export_onnx(model, embedder, data["image_size"], out)
