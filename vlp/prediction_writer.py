@@ -13,12 +13,8 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from safetensors.torch import save_file
 
 
-class EmbeddingWriter(BasePredictionWriter):
-    """Concatenates every predict batch and writes ``OUT/embeddings_rank<r>.safetensors``.
-
-    Keys: ``image_embeddings``, ``image_ids``, ``labels``, ``text_embeddings``,
-    ``text_image_ids`` (which image each caption belongs to).
-    """
+class _EpochWriter(BasePredictionWriter):
+    """Collects every predict batch of the epoch and writes one file per rank to ``output_dir``."""
 
     def __init__(self, output_dir: str = "runs/predictions") -> None:
         super().__init__(write_interval="epoch")
@@ -31,7 +27,24 @@ class EmbeddingWriter(BasePredictionWriter):
         predictions: list[Any],
         batch_indices: Any,
     ) -> None:
-        batches = _batches(predictions)
+        self.write(_batches(predictions), trainer.global_rank)
+
+    def write(self, batches: list[dict[str, Any]], rank: int) -> None:
+        raise NotImplementedError
+
+    def _path(self, stem: str, rank: int, suffix: str) -> Path:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        return self.output_dir / f"{stem}_rank{rank}{suffix}"
+
+
+class EmbeddingWriter(_EpochWriter):
+    """Concatenates every predict batch and writes ``OUT/embeddings_rank<r>.safetensors``.
+
+    Keys: ``image_embeddings``, ``image_ids``, ``labels``, ``text_embeddings``,
+    ``text_image_ids`` (which image each caption belongs to).
+    """
+
+    def write(self, batches: list[dict[str, Any]], rank: int) -> None:
         if not batches:
             return
         merged = {
@@ -39,36 +52,20 @@ class EmbeddingWriter(BasePredictionWriter):
             for key, value in batches[0].items()
             if isinstance(value, torch.Tensor)
         }
-        if not merged:
-            return
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        save_file(
-            merged, str(self.output_dir / f"embeddings_rank{trainer.global_rank}.safetensors")
-        )
+        if merged:
+            save_file(merged, str(self._path("embeddings", rank, ".safetensors")))
 
 
-class GenerationWriter(BasePredictionWriter):
+class GenerationWriter(_EpochWriter):
     """Writes ``OUT/generations_rank<r>.jsonl``: per image ``{"image_id", "caption",
     "answers": [{"question", "answer"}, ...]}``, a zero-shot caption and an answer to
     each question the data has for the image (a manifest's ``meta.questions``)."""
 
-    def __init__(self, output_dir: str = "runs/predictions") -> None:
-        super().__init__(write_interval="epoch")
-        self.output_dir = Path(output_dir)
-
-    def write_on_epoch_end(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        predictions: list[Any],
-        batch_indices: Any,
-    ) -> None:
-        rows = [row for batch in _batches(predictions) for row in batch.get("generations", [])]
+    def write(self, batches: list[dict[str, Any]], rank: int) -> None:
+        rows = [row for batch in batches for row in batch.get("generations", [])]
         if not rows:
             return
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        path = self.output_dir / f"generations_rank{trainer.global_rank}.jsonl"
-        with open(path, "w", encoding="utf-8") as out:
+        with open(self._path("generations", rank, ".jsonl"), "w", encoding="utf-8") as out:
             out.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
 
 
