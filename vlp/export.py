@@ -10,6 +10,13 @@
   (``timm.create_model("local-dir:OUT/vision_encoder", pretrained=True)``);
 - ``heads.safetensors``: every other inference weight (projection heads,
   temperatures, fusion encoder, ITM head) under its name in the module;
+- with a Flamingo objective, ``language_model/``: its causal LM as the LM's own
+  Hugging Face class (``AutoModelForCausalLM``), embedding and output layer resized to
+  the tokenizer saved beside it, the added ``<image>``/``<|endofchunk|>`` rows the
+  trained ones; ``flamingo.safetensors``: the Perceiver Resampler (``resampler.*``)
+  and each gated cross-attention block under the index of the decoder layer it precedes
+  (``cross_attention.<i>.*``); ``flamingo.json``: those layers, the sizes and the
+  media token ids;
 - ``retrieval.json``: which heads, pooling and preprocessing make the shared
   image–text embedding, and with learned prompts (CoOp) which weights hold them, the
   template they fill and the class names; for a P-tuned Flamingo, each task's template
@@ -27,11 +34,13 @@ feature queues are training state: they stay in the Lightning checkpoint.
 
 from __future__ import annotations
 
+import copy
 import csv
 import inspect
 import json
 import re
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +51,15 @@ from lightning.pytorch.cli import LightningArgumentParser
 from safetensors.torch import save_file
 from timm.models import save_for_hf
 from torch import Tensor, nn
+from transformers import PreTrainedModel
 
 from vlp.datamodules.datamodule import VLPDataModule
 from vlp.evaluation.evaluator import Embedder
+from vlp.flamingo import END_OF_CHUNK, IMAGE, FlamingoLM, PerceiverResampler
+from vlp.flamingo.cross_attention import GatedCrossAttentionBlock
+from vlp.flamingo.lm import decoder_layers
 from vlp.module import VLPModule
+from vlp.objectives.flamingo import Flamingo
 from vlp.queues import FeatureQueue
 from vlp.teachers import EMATeacher
 
@@ -96,20 +110,83 @@ def load_trained(checkpoint: Path, config: dict[str, Any]) -> VLPModule:
 
 
 def head_weights(model: VLPModule) -> dict[str, Tensor]:
-    """Every weight the tower folders do not hold (e.g. data2vec's mask token stays);
-    EMA teachers and queues are training state and are left out. Each is its own copy:
-    safetensors refuses tensors that share memory (a Flamingo LM's tied input and output
-    embeddings)."""
-    training_state = tuple(
+    """Every weight the tower and Flamingo files do not hold (e.g. data2vec's mask token
+    stays); EMA teachers and queues are training state and are left out. Each is its own
+    copy: safetensors refuses tensors that share memory."""
+    elsewhere = tuple(
         f"{name}."
         for name, module in model.named_modules()
-        if isinstance(module, (EMATeacher, FeatureQueue))
+        if isinstance(module, (EMATeacher, FeatureQueue, FlamingoLM, PerceiverResampler))
     )
     return {
         name: tensor.detach().clone(memory_format=torch.contiguous_format)
         for name, tensor in model.state_dict().items()
-        if not name.startswith(TOWERS + training_state)
+        if not name.startswith(TOWERS + elsewhere)
     }
+
+
+def plain_language_model(flamingo: Flamingo) -> PreTrainedModel:
+    """A copy of Flamingo's LM as its own Hugging Face class, loadable by plain transformers:
+    decoder layers unwrapped, embedding (and an untied output layer) resized to the
+    tokenizer with the added tokens, their rows the trained ones. The trained module is
+    left as it is."""
+    lm = copy.deepcopy(flamingo.lm.lm)
+    layers = decoder_layers(lm, flamingo.layers_path)
+    for i, layer in enumerate(layers):
+        layers[i] = layer.decoder_layer
+    embedding, head = lm.get_input_embeddings(), lm.get_output_embeddings()
+    lm.set_input_embeddings(embedding.base)
+    lm.set_output_embeddings(head.base)
+    lm.resize_token_embeddings(head.vocab_size, mean_resizing=False)  # re-ties tied matrices
+    added = embedding.added_ids
+    with torch.no_grad():
+        lm.get_input_embeddings().weight[added] = embedding.rows
+        if head.rows is not embedding.rows:
+            output = lm.get_output_embeddings()
+            output.weight[added] = head.rows
+            if getattr(output, "bias", None) is not None:
+                output.bias[added] = 0  # AddedTokenHead's added logits have no bias
+    return lm
+
+
+def cross_attention_blocks(flamingo: Flamingo) -> dict[int, GatedCrossAttentionBlock]:
+    """Each gated cross-attention block by the index of the decoder layer it precedes."""
+    layers = decoder_layers(flamingo.lm.lm, flamingo.layers_path)
+    return {i: layer.xattn for i, layer in enumerate(layers) if layer.xattn is not None}
+
+
+def flamingo_weights(flamingo: Flamingo) -> dict[str, Tensor]:
+    """The resampler (``resampler.*``) and the blocks (``cross_attention.<i>.*``)."""
+    blocks = {f"cross_attention.{i}": b for i, b in cross_attention_blocks(flamingo).items()}
+    return {
+        f"{prefix}.{name}": tensor.detach().clone(memory_format=torch.contiguous_format)
+        for prefix, module in {"resampler": flamingo.resampler, **blocks}.items()
+        for name, tensor in module.state_dict().items()
+    }
+
+
+def flamingo_spec(flamingo: Flamingo, media_dim: int) -> dict[str, Any]:
+    """What ``flamingo.safetensors`` holds and how the blocks sit in the exported LM."""
+    tokens = flamingo.lm.tokens
+    return {
+        "media_token_ids": {IMAGE: tokens.image, END_OF_CHUNK: tokens.end_of_chunk},
+        "media": "vision_encoder patch tokens [B, T, F, N, D] -> resampler -> [B, T, latents, D]",
+        "media_dim": media_dim,
+        "resampler": asdict(flamingo.resampler_config),
+        "cross_attention": asdict(flamingo.cross_attention),
+        "cross_attention_before_layers": list(cross_attention_blocks(flamingo)),
+        "block": "y = x + tanh(attn_gate) * attn(norm(x), media); "
+        "out = y + tanh(ff_gate) * ff(y); then decoder layer i",
+    }
+
+
+def export_flamingo(flamingo: Flamingo, media_dim: int, out: Path) -> None:
+    """Write ``language_model/``, ``flamingo.safetensors`` and ``flamingo.json``."""
+    plain_language_model(flamingo).save_pretrained(out / "language_model")
+    flamingo.lm.tokenizer.save_pretrained(out / "language_model")
+    save_file(flamingo_weights(flamingo), out / "flamingo.safetensors")
+    spec = flamingo_spec(flamingo, media_dim)
+    (out / "flamingo.json").write_text(json.dumps(spec, indent=2))
 
 
 def module_name(model: nn.Module, target: nn.Module) -> str:
@@ -197,16 +274,25 @@ def last_metrics(folders: list[Path]) -> dict[str, tuple[str, str, str]]:
     return found
 
 
+FLAMINGO_FILES = """\
+| `language_model/` | Flamingo's causal LM (no cross-attention) + tokenizer with `<image>`, `<|endofchunk|>` | `AutoModelForCausalLM.from_pretrained`, `AutoTokenizer.from_pretrained` |
+| `flamingo.safetensors` | Perceiver Resampler `resampler.*`, gated cross-attention block before decoder layer i `cross_attention.<i>.*` | `safetensors.torch.load_file` |
+| `flamingo.json` | which decoder layers get a block, sizes, media token ids | `json.load` |
+"""
+
+
 def model_card(
     config: dict[str, Any],
     heads: dict[str, Tensor],
     metrics: dict[str, tuple[str, str, str]],
     spec: dict[str, Any],
+    flamingo: bool = False,
 ) -> str:
     objectives = "\n".join(
         f"- `{o['class_path']}` (weight {(o.get('init_args') or {}).get('weight', 1.0)})"
         for o in config["model"]["objectives"]
     )
+    flamingo_rows = FLAMINGO_FILES if flamingo else ""
     head_rows = "\n".join(f"| `{k}` | {list(v.shape)} |" for k, v in sorted(heads.items()))
     if metrics:
         metric_rows = "\n".join(
@@ -234,7 +320,7 @@ A vision-language dual encoder trained with `vlp`; everything here loads without
 | `retrieval.json` | heads, pooling and preprocessing of the embedding | `json.load` |
 | `image_tower.onnx` | `images` [B, 3, {spec["image_size"]}, {spec["image_size"]}] → `image_embeddings` [B, D] | `onnxruntime.InferenceSession` |
 | `text_tower.onnx` | `text_ids`, `text_mask` [B, L] → `text_embeddings` [B, D] | `onnxruntime.InferenceSession` |
-| `config.yaml` | the run's resolved config | `vlp fit --config config.yaml` re-runs it |
+{flamingo_rows}| `config.yaml` | the run's resolved config | `vlp fit --config config.yaml` re-runs it |
 
 Embeddings are L2-normalised: image = normalise(`{spec["image_projection"]}`(pooled image)),
 text = normalise(`{spec["text_projection"]}`({spec["text_pooling"]}-pooled last hidden state)).
@@ -297,12 +383,15 @@ def export(checkpoint: Path, out: Path, run_config: Path | None = None) -> Path:
             vectors = objective.prompt_vectors().items()
             heads |= {f"{prefix}.prompt_vectors.{task}": v for task, v in vectors}
             spec["generation_prompts"] = objective.prompt_spec(prefix)
+    flamingo = next((o for o in model.objectives if isinstance(o, Flamingo)), None)
+    if flamingo is not None:
+        export_flamingo(flamingo, model.encoders.vision.width, out)
     save_file(heads, out / "heads.safetensors")
     (out / "retrieval.json").write_text(json.dumps(spec, indent=2))
     with torch.no_grad():
         export_onnx(model, embedder, data["image_size"], out)
     shutil.copyfile(run_config, out / CONFIG)
-    card = model_card(settings, heads, last_metrics(folders), spec)
+    card = model_card(settings, heads, last_metrics(folders), spec, flamingo=flamingo is not None)
     (out / "README.md").write_text(card)
     return out
 
