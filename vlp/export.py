@@ -17,13 +17,15 @@
   and each gated cross-attention block under the index of the decoder layer it precedes
   (``cross_attention.<i>.*``); ``flamingo.json``: those layers, the sizes and the
   media token ids;
-- ``retrieval.json``: which heads, pooling and preprocessing make the shared
-  image–text embedding, and with learned prompts (CoOp) which weights hold them, the
-  template they fill and the class names; for a P-tuned Flamingo, each task's template
+- with an image–text embedding objective (ITC and friends), ``retrieval.json``: which
+  heads, pooling and preprocessing make the shared image–text embedding, and with
+  learned prompts (CoOp) which weights hold them, the template they fill and the class
+  names; for a P-tuned Flamingo, each task's template
   and the names of its prompt vectors (``…prompt_vectors.<task>`` in the heads, the
-  encoder's output, beside the encoder's weights);
-- ``image_tower.onnx`` / ``text_tower.onnx``: images, or text ids and mask, to
-  L2-normalised embeddings, with dynamic batch (and text length) axes;
+  encoder's output, beside the encoder's weights); and ``image_tower.onnx`` /
+  ``text_tower.onnx``: images, or text ids and mask, to L2-normalised embeddings, with
+  dynamic batch (and text length) axes. Without one (data2vec or Flamingo alone) these
+  three are skipped and a P-tuned Flamingo's templates go to ``flamingo.json``;
 - ``config.yaml``: the run's resolved config; ``README.md``: a model card with
   the run's metrics.
 
@@ -180,12 +182,15 @@ def flamingo_spec(flamingo: Flamingo, media_dim: int) -> dict[str, Any]:
     }
 
 
-def export_flamingo(flamingo: Flamingo, media_dim: int, out: Path) -> None:
-    """Write ``language_model/``, ``flamingo.safetensors`` and ``flamingo.json``."""
+def export_flamingo(
+    flamingo: Flamingo, media_dim: int, out: Path, extra: dict[str, Any] | None = None
+) -> None:
+    """Write ``language_model/``, ``flamingo.safetensors`` and ``flamingo.json`` (with
+    ``extra`` entries, e.g. generation prompts when there is no ``retrieval.json``)."""
     plain_language_model(flamingo).save_pretrained(out / "language_model")
     flamingo.lm.tokenizer.save_pretrained(out / "language_model")
     save_file(flamingo_weights(flamingo), out / "flamingo.safetensors")
-    spec = flamingo_spec(flamingo, media_dim)
+    spec = flamingo_spec(flamingo, media_dim) | (extra or {})
     (out / "flamingo.json").write_text(json.dumps(spec, indent=2))
 
 
@@ -281,18 +286,42 @@ FLAMINGO_FILES = """\
 """
 
 
+def retrieval_card(spec: dict[str, Any] | None) -> tuple[str, str]:
+    """The card's retrieval file rows and the paragraph on the embedding (or on its absence)."""
+    if spec is None:
+        return (
+            "",
+            "No image–text embedding objective: no retrieval towers (`retrieval.json`, ONNX).\n",
+        )
+    size = spec["image_size"]
+    rows = f"""\
+| `retrieval.json` | heads, pooling and preprocessing of the embedding | `json.load` |
+| `image_tower.onnx` | `images` [B, 3, {size}, {size}] → `image_embeddings` [B, D] | `onnxruntime.InferenceSession` |
+| `text_tower.onnx` | `text_ids`, `text_mask` [B, L] → `text_embeddings` [B, D] | `onnxruntime.InferenceSession` |
+"""
+    paragraph = f"""\
+Embeddings are L2-normalised: image = normalise(`{spec["image_projection"]}`(pooled image)),
+text = normalise(`{spec["text_projection"]}`({spec["text_pooling"]}-pooled last hidden state)).
+Images are resized to {size} px and normalised with mean {spec["mean"]} and std {spec["std"]};
+captions are truncated to {spec["max_length"]} tokens.
+"""
+    return rows, paragraph
+
+
 def model_card(
     config: dict[str, Any],
     heads: dict[str, Tensor],
     metrics: dict[str, tuple[str, str, str]],
-    spec: dict[str, Any],
+    spec: dict[str, Any] | None,
     flamingo: bool = False,
 ) -> str:
+    """The model card; ``spec`` is the retrieval spec, None without an embedding objective."""
     objectives = "\n".join(
         f"- `{o['class_path']}` (weight {(o.get('init_args') or {}).get('weight', 1.0)})"
         for o in config["model"]["objectives"]
     )
     flamingo_rows = FLAMINGO_FILES if flamingo else ""
+    retrieval_rows, embedding = retrieval_card(spec)
     head_rows = "\n".join(f"| `{k}` | {list(v.shape)} |" for k, v in sorted(heads.items()))
     if metrics:
         metric_rows = "\n".join(
@@ -306,7 +335,7 @@ def model_card(
         )
     return f"""# vlp export
 
-A vision-language dual encoder trained with `vlp`; everything here loads without `vlp`.
+A vision-language model trained with `vlp`; everything here loads without `vlp`.
 
 ## Objectives
 {objectives}
@@ -316,17 +345,10 @@ A vision-language dual encoder trained with `vlp`; everything here loads without
 |---|---|---|
 | `text_encoder/` | Hugging Face text tower + tokenizer | `AutoModel.from_pretrained`, `AutoTokenizer.from_pretrained` |
 | `vision_encoder/` | timm image tower | `timm.create_model("local-dir:<path>", pretrained=True)` |
-| `heads.safetensors` | heads, temperatures, fusion encoder (keys below) | `safetensors.torch.load_file` |
-| `retrieval.json` | heads, pooling and preprocessing of the embedding | `json.load` |
-| `image_tower.onnx` | `images` [B, 3, {spec["image_size"]}, {spec["image_size"]}] → `image_embeddings` [B, D] | `onnxruntime.InferenceSession` |
-| `text_tower.onnx` | `text_ids`, `text_mask` [B, L] → `text_embeddings` [B, D] | `onnxruntime.InferenceSession` |
-{flamingo_rows}| `config.yaml` | the run's resolved config | `vlp fit --config config.yaml` re-runs it |
+| `heads.safetensors` | every other weight: heads, temperatures, fusion encoder, mask token (keys below) | `safetensors.torch.load_file` |
+{retrieval_rows}{flamingo_rows}| `config.yaml` | the run's resolved config | `vlp fit --config config.yaml` re-runs it |
 
-Embeddings are L2-normalised: image = normalise(`{spec["image_projection"]}`(pooled image)),
-text = normalise(`{spec["text_projection"]}`({spec["text_pooling"]}-pooled last hidden state)).
-Images are resized to {spec["image_size"]} px and normalised with mean {spec["mean"]} and std {spec["std"]};
-captions are truncated to {spec["max_length"]} tokens.
-
+{embedding}
 ## heads.safetensors
 | key | shape |
 |---|---|
@@ -335,6 +357,43 @@ captions are truncated to {spec["max_length"]} tokens.
 ## Metrics
 {metric_table}
 """
+
+
+def export_towers(model: VLPModule, data: dict[str, Any], out: Path) -> None:
+    """Write ``text_encoder/`` (transformers) and ``vision_encoder/`` (timm)."""
+    text = model.encoders.text
+    text.model.save_pretrained(out / "text_encoder")
+    text.tokenizer.save_pretrained(out / "text_encoder")
+    save_for_hf(
+        model.encoders.vision.model,
+        out / "vision_encoder",
+        safe_serialization=True,
+        data_config={"img_size": data["image_size"], "mean": data["mean"], "std": data["std"]},
+    )
+
+
+def learned_prompts(model: VLPModule, heads: dict[str, Tensor]) -> dict[str, Any]:
+    """Where learned prompts live and how they are used (CoOp: ``zeroshot_prompts``;
+    P-tuned generation: ``generation_prompts``); adds each task's output vectors h_1..h_m
+    to ``heads``, all inference needs of a prompt encoder."""
+    prompts: dict[str, Any] = {}
+    prompted = model.evaluator.prompt_classifier
+    if prompted is not None:
+        prompts["zeroshot_prompts"] = prompted.prompt_spec(module_name(model, prompted))
+    for objective in model.objectives:
+        if hasattr(objective, "prompt_vectors"):
+            prefix = module_name(model, objective)
+            vectors = objective.prompt_vectors().items()
+            heads |= {f"{prefix}.prompt_vectors.{task}": v for task, v in vectors}
+            prompts["generation_prompts"] = objective.prompt_spec(prefix)
+    return prompts
+
+
+def export_retrieval(model: VLPModule, embedder: Embedder, spec: dict[str, Any], out: Path) -> None:
+    """Write ``retrieval.json`` and the two ONNX towers of the image–text embedding."""
+    (out / "retrieval.json").write_text(json.dumps(spec, indent=2))
+    with torch.no_grad():
+        export_onnx(model, embedder, spec["image_size"], out)
 
 
 def export(checkpoint: Path, out: Path, run_config: Path | None = None) -> Path:
@@ -356,40 +415,20 @@ def export(checkpoint: Path, out: Path, run_config: Path | None = None) -> Path:
         run_config = folders[-1] / CONFIG
     settings = yaml.safe_load(Path(run_config).read_text())
     model = load_trained(checkpoint, settings)
-    embedder = model.evaluator.embedder
-    if embedder is None:
-        raise ValueError(
-            "no objective defines an image–text embedding (e.g. ITC): nothing to export"
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    text = model.encoders.text
-    text.model.save_pretrained(out / "text_encoder")
-    text.tokenizer.save_pretrained(out / "text_encoder")
     data = data_settings(settings)
-    save_for_hf(
-        model.encoders.vision.model,
-        out / "vision_encoder",
-        safe_serialization=True,
-        data_config={"img_size": data["image_size"], "mean": data["mean"], "std": data["std"]},
-    )
+    out.mkdir(parents=True, exist_ok=True)
+    export_towers(model, data, out)
     heads = head_weights(model)
-    spec = retrieval_spec(model, embedder, data)
-    prompted = model.evaluator.prompt_classifier
-    if prompted is not None:
-        spec["zeroshot_prompts"] = prompted.prompt_spec(module_name(model, prompted))
-    for objective in model.objectives:
-        if hasattr(objective, "prompt_vectors"):  # P-tuned generation: h_1..h_m per task
-            prefix = module_name(model, objective)
-            vectors = objective.prompt_vectors().items()
-            heads |= {f"{prefix}.prompt_vectors.{task}": v for task, v in vectors}
-            spec["generation_prompts"] = objective.prompt_spec(prefix)
+    prompts = learned_prompts(model, heads)
+    embedder = model.evaluator.embedder
+    spec = None if embedder is None else retrieval_spec(model, embedder, data) | prompts
     flamingo = next((o for o in model.objectives if isinstance(o, Flamingo)), None)
     if flamingo is not None:
-        export_flamingo(flamingo, model.encoders.vision.width, out)
+        prompts_here = prompts if spec is None else None  # else they go to retrieval.json
+        export_flamingo(flamingo, model.encoders.vision.width, out, prompts_here)
     save_file(heads, out / "heads.safetensors")
-    (out / "retrieval.json").write_text(json.dumps(spec, indent=2))
-    with torch.no_grad():
-        export_onnx(model, embedder, data["image_size"], out)
+    if spec is not None:
+        export_retrieval(model, embedder, spec, out)
     shutil.copyfile(run_config, out / CONFIG)
     card = model_card(settings, heads, last_metrics(folders), spec, flamingo=flamingo is not None)
     (out / "README.md").write_text(card)
