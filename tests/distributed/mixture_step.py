@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 
 import torch
-from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch import seed_everything
 from safetensors.torch import save_file
 
-from tests.distributed.one_step import RecordLoss
+from tests.distributed.one_step import fit_and_record
 from tests.tiny import TINY_TEXT, TINY_VISION
 from vlp.datamodules.datamodule import VLPDataModule
 from vlp.datamodules.mixture import MixturePart
@@ -70,22 +70,8 @@ def main(devices: int, scale: int, out: Path) -> None:
         tokenize=model.tokenize,
         needs=model.batch_needs,
     )
-    recorder = RecordLoss()
-    trainer = Trainer(
-        accelerator="cpu",
-        devices=devices,
-        strategy="ddp" if devices > 1 else "auto",
-        max_steps=STEPS,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[recorder],
-    )
-    trainer.fit(model, data)
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    state["loss"] = torch.tensor(recorder.losses)
-    if trainer.global_rank == 0:
+    rank, state = fit_and_record(model, data, devices, STEPS)
+    if rank == 0:
         save_file(state, str(out))
 
 

@@ -84,6 +84,15 @@ def main(devices: int, batch_size: int, out: Path, name: str, steps: int) -> Non
         tokenize=model.tokenize,
         needs=model.batch_needs,
     )
+    rank, state = fit_and_record(model, data, devices, steps)
+    save_file(state, str(rank_path(out, rank)))
+
+
+def fit_and_record(
+    model: VLPModule, data: VLPDataModule, devices: int, steps: int
+) -> tuple[int, dict[str, torch.Tensor]]:
+    """Fit ``steps`` optimizer steps on ``devices`` CPU processes; this rank and its final
+    weights, with the global-batch loss of every step under ``loss``."""
     recorder = RecordLoss()
     trainer = Trainer(
         accelerator="cpu",
@@ -99,7 +108,7 @@ def main(devices: int, batch_size: int, out: Path, name: str, steps: int) -> Non
     trainer.fit(model, data)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     state["loss"] = torch.tensor(recorder.losses)
-    save_file(state, str(rank_path(out, trainer.global_rank)))
+    return trainer.global_rank, state
 
 
 def rank_path(out: Path, rank: int) -> Path:
