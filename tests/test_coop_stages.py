@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from safetensors.torch import load_file
 
-from tests.test_export import tiny_config
+from tests.test_export import fit_then_export, tiny_config
 from tests.tiny import TINY_TEXT, TINY_VISION, quiet_trainer, tiny_data
-from vlp.cli import COMMANDS, run_cli
 from vlp.datamodules.datamodule import VLPDataModule
 from vlp.datamodules.synthetic import SyntheticScenes
 from vlp.datamodules.synthetic.captions import CLASS_NAMES
@@ -117,12 +114,7 @@ def test_export_writes_the_learned_prompts(tmp_path: Path) -> None:
         {"class_path": "vlp.objectives.coop.CoOp",
          "init_args": {"class_names": list(CLASS_NAMES), "num_context": 3}},
     ]  # fmt: skip
-    path = tmp_path / "coop.yaml"
-    path.write_text(yaml.safe_dump(config))
-    run_cli(["fit", "--config", str(path)])
-    checkpoint = next((tmp_path / "runs/tiny/version_0/checkpoints").glob("*.ckpt"))
-    out = tmp_path / "out"
-    importlib.import_module(COMMANDS["export"]).main([str(checkpoint), str(out)])
+    checkpoint, out = fit_then_export(tmp_path, config, "coop")
 
     trained = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     heads = load_file(out / "heads.safetensors")

@@ -27,6 +27,18 @@ CAPTIONS = ["a red circle", "two small green squares above a blue star", "a tria
 ATOL = 1e-4
 
 
+def fit_then_export(root: Path, config: dict, name: str = "config") -> tuple[Path, Path]:
+    """Fit ``config`` (its logger saving under ``root/runs``) through the CLI, export its
+    checkpoint through ``vlp export``; the checkpoint and the export folder."""
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run_cli(["fit", "--config", str(path)])
+    checkpoint = next((root / "runs/tiny/version_0/checkpoints").glob("*.ckpt"))
+    out = root / "out"
+    importlib.import_module(COMMANDS["export"]).main([str(checkpoint), str(out)])
+    return checkpoint, out
+
+
 def tiny_config(save_dir: Path) -> dict:
     """A CLI config with momentum ITC (teachers, queues) and ITM (fusion, head) on tiny towers."""
     scenes = "vlp.datamodules.synthetic.SyntheticScenes"

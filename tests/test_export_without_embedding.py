@@ -3,20 +3,18 @@ the towers, heads, Flamingo files, config and card are written; the retrieval fi
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 
 import pytest
 import timm
 import torch
-import yaml
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from tests.test_export import images, tiny_config
+from tests.test_export import fit_then_export, images, tiny_config
 from tests.test_export_flamingo import flamingo_config
-from vlp.cli import COMMANDS, run_cli
+from vlp.cli import run_cli
 from vlp.module import VLPModule
 
 RETRIEVAL_FILES = ("retrieval.json", "image_tower.onnx", "text_tower.onnx")
@@ -38,13 +36,8 @@ def data2vec_vision_config(save_dir: Path) -> dict:
 
 def fit_and_export(root: Path, config: dict) -> tuple[VLPModule, Path]:
     """Fit two steps through the CLI, export through ``vlp export``; the trained module too."""
-    path = root / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    run_cli(["fit", "--config", str(path)])
-    checkpoint = next((root / "runs/tiny/version_0/checkpoints").glob("*.ckpt"))
-    out = root / "out"
-    importlib.import_module(COMMANDS["export"]).main([str(checkpoint), str(out)])
-    model = run_cli(["--config", str(path)], run=False).model
+    checkpoint, out = fit_then_export(root, config)
+    model = run_cli(["--config", str(root / "config.yaml")], run=False).model
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     model.load_state_dict(state)
     return model.eval(), out

@@ -4,21 +4,18 @@ learned prompts, checkpointed with its prompt encoders, exported with their vect
 from __future__ import annotations
 
 import csv
-import importlib
 import json
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from lightning.pytorch.loggers import CSVLogger
 from safetensors.torch import load_file
 
 from tests.objectives.flamingo_tiny import tiny_data, tiny_model
 from tests.objectives.test_flamingo_ptuning import SIZES, ptuned
-from tests.test_export import tiny_config
+from tests.test_export import fit_then_export, tiny_config
 from tests.tiny import quiet_trainer
-from vlp.cli import COMMANDS, run_cli
 from vlp.datamodules.synthetic import SyntheticScenes
 from vlp.evaluation.fewshot import FewShotConfig
 from vlp.flamingo.generation import Decoding
@@ -98,12 +95,7 @@ def test_export_writes_the_prompt_vectors_and_encoder_weights(tmp_path: Path) ->
                        "resampler": {"depth": 1, "heads": 2, "dim_head": 8, "num_latents": 4},
                        "cross_attention": {"heads": 2, "dim_head": 8}}},
     ]  # fmt: skip
-    path = tmp_path / "ptuning.yaml"
-    path.write_text(yaml.safe_dump(config))
-    run_cli(["fit", "--config", str(path)])
-    checkpoint = next((tmp_path / "runs/tiny/version_0/checkpoints").glob("*.ckpt"))
-    out = tmp_path / "out"
-    importlib.import_module(COMMANDS["export"]).main([str(checkpoint), str(out)])
+    checkpoint, out = fit_then_export(tmp_path, config, "ptuning")
 
     trained = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     heads = load_file(out / "heads.safetensors")
