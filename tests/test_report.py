@@ -55,7 +55,8 @@ def sweep_dir(tmp_path: Path) -> Path:
     write_run(tmp_path, "albef", 0, 1, {I2T: 0.1, T2I: 0.3, LOSS: 0.5}, {"fit": losses(2, 2)})
     write_run(tmp_path, "tcl", 1, 2, {I2T: 0.35, T2I: 0.3, LOSS: 2.0}, {"fit": losses(6, 5, 4, 3)})
     write_run(tmp_path, "albef", 1, 3, {I2T: 0.2, T2I: 0.4, LOSS: 1.0}, {"fit": losses(4, 4)})
-    resumed = {"fit": losses(9, 9) + speed, "fit_resumed1": losses(3, start=1)}
+    params = [{"step": 0, "train/trainable_params": 2048.0}]
+    resumed = {"fit": losses(9, 9) + speed + params, "fit_resumed1": losses(3, start=1) + params}
     write_run(tmp_path, "albef", 2, 4, {I2T: 0.3, T2I: 0.5, LOSS: 1.5}, resumed)
     write_run(tmp_path, "tcl", 2, 5, {I2T: 0.9, T2I: 0.9, LOSS: 0.0}, {}, done=False)
     return tmp_path
@@ -105,6 +106,17 @@ def test_report_md_marks_the_best_mean_per_column(sweep_dir: Path) -> None:
     # a loss: lower is better
     assert cells["albef"][column["itm/loss"]] == "**1 ± 0.5**"
     assert cells["tcl"][column["itm/loss"]] == "1.5 ± 0.707"
+
+
+def test_trainable_parameters_are_a_training_column_without_a_best(sweep_dir: Path) -> None:
+    main([str(sweep_dir)])
+    lines = (sweep_dir / "report.md").read_text().splitlines()
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    assert header[-2:] == ["train/samples_per_s", "train/trainable_params"]
+    albef = next(line for line in lines if line.startswith("| albef"))
+    tcl = next(line for line in lines if line.startswith("| tcl"))
+    assert albef.strip("|").split("|")[-1].strip() == "2,048"  # resumed: logged twice, once counted
+    assert tcl.strip("|").split("|")[-1].strip() == "–"
 
 
 def test_report_draws_headline_bars_and_loss_curves(sweep_dir: Path) -> None:

@@ -2,8 +2,8 @@
 
     vlp report runs/sweeps/objectives
 
-writes ``DIR/report.csv`` (mean and std over seeds of every test metric and of the training
-throughput, one row per configuration), ``DIR/report.md`` (the same as a Markdown table,
+writes ``DIR/report.csv`` (mean and std over seeds of every test metric, of the training
+throughput and of the trainable parameter count, one row per configuration), ``DIR/report.md`` (the same as a Markdown table,
 recall and accuracy in %, the best mean per column in bold) and ``DIR/plots/``: a bar chart
 with error bars per headline metric and ``train_loss.png``, each configuration's training-loss
 curve averaged over seeds.
@@ -37,6 +37,10 @@ HEADLINE = (
     "test/vqa/*",
 )
 TRAIN_LOSS = "train/loss"
+#: logged once per fit by the module: what prompt-only training leaves trainable
+TRAINABLE = "train/trainable_params"
+#: training columns after the test metrics; only throughput has a "best"
+TRAINING_COLUMNS = (THROUGHPUT, TRAINABLE)
 
 
 @dataclass
@@ -100,6 +104,9 @@ def collect(root: Path) -> list[Configuration]:
         throughput = [float(r[THROUGHPUT]) for rows in training for r in rows if r.get(THROUGHPUT)]
         if throughput:
             configuration.values[THROUGHPUT].append(statistics.fmean(throughput))
+        trainable = [float(r[TRAINABLE]) for rows in training for r in rows if r.get(TRAINABLE)]
+        if trainable:
+            configuration.values[TRAINABLE].append(trainable[-1])
         # a resumed attempt re-logs the steps after its checkpoint: later attempts win
         configuration.curves.append(
             {
@@ -132,11 +139,11 @@ def is_headline(metric: str) -> bool:
 
 
 def metric_columns(configurations: list[Configuration]) -> list[str]:
-    """Headline metrics in their order, then the other test metrics, then throughput."""
+    """Headline metrics in their order, the other test metrics, then the training columns."""
     present = set().union(*(c.values for c in configurations))
     headline = [m for p in HEADLINE for m in sorted(fnmatch.filter(present, p))]
     rest = sorted((m for m in present - set(headline) if m.startswith("test/")), key=_natural)
-    return headline + rest + ([THROUGHPUT] if THROUGHPUT in present else [])
+    return headline + rest + [m for m in TRAINING_COLUMNS if m in present]
 
 
 def _natural(name: str) -> list[str | int]:
@@ -154,6 +161,9 @@ def is_rate(metric: str) -> bool:
 
 
 def best(configurations: list[Configuration], metric: str) -> float:
+    """The best mean of a column; NaN (nothing marked) for the parameter count."""
+    if metric == TRAINABLE:
+        return math.nan
     means = [m for c in configurations if not math.isnan(m := c.mean(metric))]
     if not means:
         return math.nan
@@ -194,6 +204,8 @@ def _cell(mean: float, std: float, metric: str) -> str:
         return "–"
 
     def show(value: float) -> str:
+        if metric == TRAINABLE:
+            return f"{value:,.0f}"
         return f"{100 * value:.1f}" if is_rate(metric) else f"{value:.3g}"
 
     return show(mean) if math.isnan(std) else f"{show(mean)} ± {show(std)}"
