@@ -13,7 +13,8 @@ whether a row is a caption or an interleaved document.
 
 What trains: the resampler and the cross-attention blocks always; the rows of the
 added ``<image>``/``<|endofchunk|>`` tokens unless ``train_added_tokens`` is off; the
-LM's own weights only with ``freeze_lm: false``. A frozen LM runs in eval mode (no
+LM's own weights only with ``freeze_lm: false``, which is the default for an LM built
+at random from ``lm_config`` (frozen, it would be noise the new blocks cannot read). A frozen LM runs in eval mode (no
 dropout): its weights are a fixed function the new blocks learn to condition, and
 dropout in it would only add noise to their gradients.
 """
@@ -76,6 +77,7 @@ class Flamingo(Objective):
         layers_path: dotted path to the LM's decoder layers, for families that
             ``vlp.flamingo.lm.LAYER_PATHS`` does not know.
         freeze_lm: keep the LM's weights fixed (Flamingo); false fine-tunes them too.
+            Unset: fixed for a pretrained ``lm``, trained for one built from ``lm_config``.
         train_added_tokens: learn the embedding and output rows of the added tokens.
         trust_remote_code: run model code from the LM's folder; off by default.
         fewshot: few-shot captioning and VQA at validation and test (``vlp.evaluation.fewshot``).
@@ -95,7 +97,7 @@ class Flamingo(Objective):
         resampler: ResamplerConfig = ResamplerConfig(),
         cross_attention: CrossAttentionConfig = CrossAttentionConfig(),
         layers_path: str | None = None,
-        freeze_lm: bool = True,
+        freeze_lm: bool | None = None,
         train_added_tokens: bool = True,
         trust_remote_code: bool = False,
         fewshot: FewShotConfig = FewShotConfig(),
@@ -109,7 +111,7 @@ class Flamingo(Objective):
         self.resampler_config = resampler
         self.cross_attention = cross_attention
         self.layers_path = layers_path
-        self.freeze_lm = freeze_lm
+        self.freeze_lm = lm_config is None if freeze_lm is None else freeze_lm
         self.train_added_tokens = train_added_tokens
         self.trust_remote_code = trust_remote_code
         self.fewshot = fewshot

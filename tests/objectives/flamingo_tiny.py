@@ -18,7 +18,9 @@ IMAGE_SIZE = 32
 
 
 def tiny_flamingo(**kwargs) -> Flamingo:
+    """A 1-layer Flamingo whose random LM stands in for a pretrained one: frozen, as in the paper."""
     options = {
+        "freeze_lm": True,
         "lm_config": TINY_LM,
         "tokenizer": MINILM,
         "document_max_length": 64,

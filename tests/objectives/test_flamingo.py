@@ -10,6 +10,7 @@ from tests.objectives.flamingo_tiny import open_gates, tiny_data, tiny_flamingo,
 from vlp.datamodules.synthetic import SyntheticScenes
 from vlp.datamodules.synthetic.media_text import SyntheticClips
 from vlp.objectives.contrastive import Contrastive
+from vlp.objectives.flamingo import Flamingo
 
 
 def pairs_batch(model, size: int = 4) -> dict:
@@ -107,3 +108,9 @@ def test_only_the_new_modules_and_added_rows_train_and_the_frozen_lm_has_no_drop
     assert tuned.lm.lm.training
     assert all(p.requires_grad for n, p in tuned.lm.lm.named_parameters() if "rows" not in n)
     assert not any(p.requires_grad for n, p in tuned.lm.lm.named_parameters() if "rows" in n)
+
+
+def test_an_lm_built_from_a_config_trains_unless_frozen_and_a_pretrained_one_is_frozen():
+    assert not tiny_flamingo(freeze_lm=None).freeze_lm  # random weights: frozen, they'd be noise
+    assert Flamingo(lm="facebook/opt-125m").freeze_lm  # resolved before anything loads
+    assert not Flamingo(lm="facebook/opt-125m", freeze_lm=False).freeze_lm
