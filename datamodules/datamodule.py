@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities import CombinedLoader
+from lightning.pytorch.utilities import CombinedLoader, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, Sampler
 
@@ -73,6 +73,20 @@ class ResumableSampler(DistributedSampler):
     def __iter__(self) -> Iterator[int]:
         indices = list(super().__iter__())
         return iter(indices[self.skip :] if self.epoch == self.resume_epoch else indices)
+
+
+def drops_last_batch(per_rank: int, batch_size: int) -> bool:
+    """Training drops a last partial batch (equal contrastive batches every step), unless
+    the data cannot fill one: a k-shot set of 6 images then trains as one batch of 6 per
+    epoch, as Dassl (CoOp's toolbox) does, instead of as no batch at all."""
+    if per_rank == 0:
+        raise ValueError("data.train: no training sample for this rank (fewer samples than ranks)")
+    if per_rank < batch_size:
+        rank_zero_warn(
+            f"data.train: {per_rank} samples per rank, fewer than data.batch_size={batch_size}; "
+            f"every epoch is one batch of {per_rank}"
+        )
+    return per_rank >= batch_size
 
 
 class VLPDataModule(LightningDataModule):
@@ -218,6 +232,8 @@ class VLPDataModule(LightningDataModule):
         if not isinstance(dataset, IterableDataset):
             # a mixture's shorter datasets cycle, so a resumed epoch cannot skip by count
             sampler = self._sampler(dataset, train, resume=tag is None)
+            if train:
+                options["drop_last"] = drops_last_batch(len(sampler), batch_size)
             return DataLoader(
                 dataset, sampler=sampler, persistent_workers=self.num_workers > 0, **options
             )

@@ -23,9 +23,14 @@ def tokenize():
     return TextEncoder(config=TINY_TEXT, max_length=16).tokenize
 
 
-def trained_ids(kshot: KShot, tokenize) -> list[int]:
+def trained_ids(kshot: KShot, tokenize, batch_size: int = 2) -> list[int]:
     data = VLPDataModule(
-        train=TRAIN, batch_size=2, num_workers=0, image_size=32, tokenize=tokenize, kshot=kshot
+        train=TRAIN,
+        batch_size=batch_size,
+        num_workers=0,
+        image_size=32,
+        tokenize=tokenize,
+        kshot=kshot,
     )
     return sorted(int(i) for batch in data.train_dataloader() for i in batch["image_ids"])
 
@@ -36,6 +41,14 @@ def test_the_same_k_and_seed_train_on_the_same_images(tokenize) -> None:
     assert first != trained_ids(KShot(k=2, seed=2), tokenize)
     indices = [image_id % 10**9 for image_id in first]
     assert Counter(LABELS[i] for i in indices) == {label: 2 for label in set(LABELS)}
+
+
+def test_a_kshot_set_smaller_than_a_batch_trains_as_one_batch(tokenize) -> None:
+    classes = len(set(LABELS))
+    with pytest.warns(UserWarning, match=f"{classes} samples per rank, fewer than"):
+        one_batch = trained_ids(KShot(k=1, seed=1), tokenize, batch_size=32)
+    assert len(one_batch) == classes
+    assert one_batch == trained_ids(KShot(k=1, seed=1), tokenize, batch_size=1)
 
 
 def test_indexed_formats_give_labels_without_decoding_images(tmp_path) -> None:
