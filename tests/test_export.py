@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -175,6 +176,15 @@ def test_heads_hold_every_inference_weight_and_no_training_state(exported) -> No
     towers_and_teachers = ("encoders.vision.model.", "encoders.text.model.", "teachers.")
     assert not any(key.startswith(towers_and_teachers) for key in heads)
     assert not any("_queue." in key or "_proj_m." in key for key in heads)
+
+
+def test_every_exported_file_has_the_mode_of_a_plain_write(exported) -> None:
+    _, out, _ = exported
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in out.rglob("*") if p.is_file()}
+    assert "heads.safetensors" in modes and "model.safetensors" in modes  # 0600 from safetensors
+    assert set(modes.values()) == {0o666 & ~umask}
 
 
 def test_config_and_model_card_come_from_the_run(exported) -> None:

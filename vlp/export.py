@@ -40,6 +40,7 @@ import copy
 import csv
 import inspect
 import json
+import os
 import re
 import shutil
 from dataclasses import asdict
@@ -432,7 +433,18 @@ def export(checkpoint: Path, out: Path, run_config: Path | None = None) -> Path:
     shutil.copyfile(run_config, out / CONFIG)
     card = model_card(settings, heads, last_metrics(folders), spec, flamingo=flamingo is not None)
     (out / "README.md").write_text(card)
+    readable_by_all(out)
     return out
+
+
+def readable_by_all(out: Path) -> None:
+    """Give every exported file the mode a plain write would (0644 under umask 022):
+    safetensors writes its files 0600, unreadable to the others who load the export."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in out.rglob("*"):
+        if path.is_file():
+            path.chmod(0o666 & ~umask)
 
 
 def main(args: list[str] | None = None) -> None:
