@@ -119,6 +119,27 @@ def test_trainable_parameters_are_a_training_column_without_a_best(sweep_dir: Pa
     assert tcl.strip("|").split("|")[-1].strip() == "–"
 
 
+def test_rates_are_in_percent_and_quiet_data_counts_get_no_column(tmp_path: Path) -> None:
+    ptuned = {
+        "test/zeroshot/acc_hand": 0.25,
+        "test/vqa/acc_4shot": 0.5,
+        "test/caption/cider_4shot": 0.5,
+        "test/data/skipped_corrupt": 0.0,
+        "test/data/skipped_missing": 0.0,
+    }
+    write_run(tmp_path, "coop", 0, 0, ptuned, {})
+    write_run(tmp_path, "coop_k4", 0, 1, {**ptuned, "test/data/skipped_missing": 3.0}, {})
+    main([str(tmp_path)])
+    header, _, coop, coop_k4 = (tmp_path / "report.md").read_text().splitlines()[:4]
+    names = [cell.strip() for cell in header.strip("|").split("|")]
+    assert "data/skipped_corrupt" not in names
+    cells = dict(zip(names, (c.strip(" *") for c in coop.strip("|").split("|")), strict=True))
+    assert cells["zeroshot/acc_hand"] == "25.0" and cells["vqa/acc_4shot"] == "50.0"
+    assert cells["caption/cider_4shot"] == "0.5"
+    assert cells["data/skipped_missing"] == "0"
+    assert "| **3** |" in coop_k4
+
+
 def test_report_draws_headline_bars_and_loss_curves(sweep_dir: Path) -> None:
     main([str(sweep_dir)])
     plots = sorted(p.name for p in (sweep_dir / "plots").iterdir())

@@ -142,8 +142,18 @@ def metric_columns(configurations: list[Configuration]) -> list[str]:
     """Headline metrics in their order, the other test metrics, then the training columns."""
     present = set().union(*(c.values for c in configurations))
     headline = [m for p in HEADLINE for m in sorted(fnmatch.filter(present, p))]
-    rest = sorted((m for m in present - set(headline) if m.startswith("test/")), key=_natural)
+    rest = sorted(
+        (m for m in present - set(headline) if m.startswith("test/") and _shown(m, configurations)),
+        key=_natural,
+    )
     return headline + rest + [m for m in TRAINING_COLUMNS if m in present]
+
+
+def _shown(metric: str, configurations: list[Configuration]) -> bool:
+    """Counts of skipped bad data get a column only when some run skipped something."""
+    if not metric.startswith("test/data/"):
+        return True
+    return any(value for c in configurations for value in c.values.get(metric, []))
 
 
 def _natural(name: str) -> list[str | int]:
@@ -156,8 +166,8 @@ def lower_is_better(metric: str) -> bool:
 
 
 def is_rate(metric: str) -> bool:
-    """Recall and accuracy, shown in % in the Markdown table."""
-    return re.search(r"(_r\d+|acc)$", metric) is not None
+    """Recall and accuracy (``i2t_r1``, ``itc_acc``, ``acc_hand``, ``acc_4shot``), shown in %."""
+    return re.search(r"(^|_)(r\d+|acc)(_|$)", metric.rsplit("/", 1)[-1]) is not None
 
 
 def best(configurations: list[Configuration], metric: str) -> float:
