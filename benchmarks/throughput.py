@@ -56,6 +56,7 @@ from rich.table import Table
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from vlp.cli import run_cli
+from vlp.datamodules.mixture import step_rows
 
 MATMUL_DTYPES = {"bf16": torch.bfloat16, "16": torch.float16}
 
@@ -214,7 +215,8 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, size: int, repeats: in
 
 
 def preload(loader: Any, count: int, device: torch.device) -> tuple[list[Any], float]:
-    """``count`` batches from ``loader`` on ``device``, and the loader's images/s."""
+    """``count`` batches from ``loader`` on ``device``, and the loader's samples/s
+    (images, or a mixture's images, documents and clips)."""
     batches, iterator, start = [], iter(loader), 0.0
     for index in range(count):
         try:
@@ -224,10 +226,11 @@ def preload(loader: Any, count: int, device: torch.device) -> tuple[list[Any], f
             batch = next(iterator)
         if index == 0:
             start = time.perf_counter()
-        batches.append(batch)
+        # a mixture's CombinedLoader yields (batches by dataset, index, loader index)
+        batches.append(batch[0] if isinstance(batch, tuple) else batch)
     elapsed = time.perf_counter() - start
-    images = sum(b["images"].shape[0] for b in batches[1:])
-    return [move_data_to_device(b, device) for b in batches], images / elapsed
+    samples = sum(step_rows(b) for b in batches[1:])
+    return [move_data_to_device(b, device) for b in batches], samples / elapsed
 
 
 class Cycle:
@@ -338,7 +341,7 @@ def run(argv: list[str] | None = None) -> ThroughputResult:
         raise RuntimeError(f"fit stopped before step {total}: nothing was timed")
     peak = max(peak, matmul_peak(device, dtype, peak_size, args.peak_repeats))
 
-    batch_size = int(batches[0]["images"].shape[0])
+    batch_size = step_rows(batches[0])
     achieved = timer.flops * args.steps / timer.elapsed
     params = list(cli.model.parameters())
     return ThroughputResult(

@@ -60,6 +60,16 @@ def mixture_parts(batch: Mapping[str, Any]) -> list[tuple[DatasetTag | None, Map
     return [(part["dataset"], part) for part in tagged]
 
 
+def batch_rows(batch: Mapping[str, Any]) -> int:
+    """Samples in one dataset's batch: its images, or its documents or clips."""
+    return len(batch["images"] if "images" in batch else batch["media"])
+
+
+def step_rows(batch: Mapping[str, Any]) -> int:
+    """Samples in a step's batch, summed over a mixture's datasets."""
+    return sum(batch_rows(part) for _, part in mixture_parts(batch))
+
+
 @dataclass(frozen=True)
 class TaggedCollate:
     """A dataset's own collate, with its tag added to every batch."""

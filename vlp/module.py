@@ -15,7 +15,7 @@ from torch.optim import AdamW
 from torch.optim.lr_scheduler import LambdaLR
 
 from vlp.datamodules.lm_text import LMTokenize
-from vlp.datamodules.mixture import DatasetTag, mixture_parts
+from vlp.datamodules.mixture import DatasetTag, batch_rows, mixture_parts
 from vlp.datamodules.records import SKIP_REASONS
 from vlp.distributed import any_rank
 from vlp.encoders import Encoders, FusionConfig, TextEncoder, VisionEncoder
@@ -173,7 +173,7 @@ class VLPModule(LightningModule):
     def on_train_batch_start(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Decide, the same on every rank, whether this step is skipped: it is when some
         rank's batch (or a mixture dataset's batch) lost every sample to bad data."""
-        empty = any(_batch_size(part) == 0 for _, part in mixture_parts(batch))
+        empty = any(batch_rows(part) == 0 for _, part in mixture_parts(batch))
         self._skipping = any_rank(empty, self.device)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
@@ -193,7 +193,7 @@ class VLPModule(LightningModule):
             return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
         losses = [self._dataset_loss(part, tag) for tag, part in parts]
         total = sum(losses[1:], losses[0])
-        batch_size = sum(_batch_size(part) for _, part in parts)
+        batch_size = sum(batch_rows(part) for _, part in parts)
         self.log("train/loss", total.detach(), prog_bar=True, batch_size=batch_size)
         return total
 
@@ -206,7 +206,7 @@ class VLPModule(LightningModule):
                              f"{self.objective_names}")  # fmt: skip
         prefix = "train" if tag is None else f"train/{tag.name}"
         step = self.step(batch)
-        batch_size = _batch_size(batch)
+        batch_size = batch_rows(batch)
         total: Tensor | None = None
         for name, objective in zip(self.objective_names, self.objectives, strict=True):
             if name not in names:
@@ -294,10 +294,6 @@ class VLPModule(LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": LambdaLR(optimizer, factor), "interval": "step"},
         }
-
-
-def _batch_size(batch: dict[str, Any]) -> int:
-    return len(batch["images"] if "images" in batch else batch["media"])
 
 
 def _unique_names(names: list[str]) -> list[str]:

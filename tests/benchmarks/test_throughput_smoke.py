@@ -10,7 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import CombinedLoader
+from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
+
+from vlp.datamodules.mixture import DatasetTag, step_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "configs" / "experiments" / "quickstart.yaml"
@@ -90,3 +94,18 @@ def test_cpu_attention_forward_flops_are_counted_as_two_matmuls() -> None:
         F.scaled_dot_product_attention(query, key, value)
     # Q Kᵀ and softmax(·) V: two (L × E) @ (E × L)-sized matmuls per head, 2 FLOPs per MAC.
     assert counter.get_total_flops() == 2 * 2 * batch * heads * length * length * width
+
+
+def test_a_mixture_step_is_one_batch_of_every_dataset_and_counts_all_their_samples() -> None:
+    throughput = _throughput_module()
+    pairs = [{"images": torch.zeros(4, 3, 2, 2), "dataset": DatasetTag("pairs", 0.2, None)}] * 3
+    docs = [{"media": torch.zeros(2, 5, 1, 3, 2, 2), "dataset": DatasetTag("docs", 1.0, None)}]
+    loaders = {
+        name: DataLoader(batches, batch_size=None, collate_fn=lambda batch: batch)
+        for name, batches in (("pairs", pairs), ("docs", docs * 3))
+    }
+    mixture = CombinedLoader(loaders, mode="max_size_cycle")
+    batches, rate = throughput.preload(mixture, 2, torch.device("cpu"))
+    assert [sorted(batch) for batch in batches] == [["docs", "pairs"]] * 2
+    assert [step_rows(batch) for batch in batches] == [6, 6]  # 4 images + 2 documents
+    assert rate > 0
