@@ -12,6 +12,7 @@ import yaml
 
 from vlp import sweep_run
 from vlp.data_command import write_synthetic
+from vlp.export import build_model
 from vlp.sweep import (
     device_shares,
     main,
@@ -340,3 +341,13 @@ def test_tiny_sweep_then_report_end_to_end(workdir: Path, monkeypatch) -> None:
     assert rows["itc"]["test/compositional/itm_acc_mean"] == ""
     assert (out / "plots/compositional_itm_acc.png").exists()
     assert (out / "plots/retrieval_itm_t2i_r1.png").exists()
+
+
+@pytest.mark.parametrize("file", sorted(SWEEPS.glob("*.yaml")), ids=lambda path: path.stem)
+def test_every_configuration_of_a_shipped_sweep_builds_its_model(file: Path, tmp_path) -> None:
+    """An objective set that needs what its base lacks (e.g. ITM without ``model.fusion``)
+    would otherwise fail only when the sweep reaches it, hours in."""
+    sweep = load_sweep(file)
+    one_per_configuration = list({run.configuration: run for run in sweep.runs}.values())
+    for config in sweep_configs(sweep, one_per_configuration, tmp_path):
+        assert build_model(config).objectives  # staged sweeps: built without init_from
