@@ -14,9 +14,9 @@ whether a row is a caption or an interleaved document.
 What trains: the resampler and the cross-attention blocks always; the rows of the
 added ``<image>``/``<|endofchunk|>`` tokens unless ``train_added_tokens`` is off; the
 LM's own weights only with ``freeze_lm: false``, which is the default for an LM built
-at random from ``lm_config`` (frozen, it would be noise the new blocks cannot read). A frozen LM runs in eval mode (no
-dropout): its weights are a fixed function the new blocks learn to condition, and
-dropout in it would only add noise to their gradients.
+at random from ``lm_config`` (frozen, it would be noise the new blocks cannot read). A
+frozen LM runs in eval mode (no dropout): its weights are a fixed function the new
+blocks learn to condition, and dropout in it would only add noise to their gradients.
 """
 
 from __future__ import annotations

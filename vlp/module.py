@@ -15,7 +15,7 @@ from torch.optim import AdamW
 from torch.optim.lr_scheduler import LambdaLR
 
 from vlp.datamodules.lm_text import LMTokenize
-from vlp.datamodules.mixture import DatasetTag, batch_rows, mixture_parts
+from vlp.datamodules.mixture import DatasetTag, batch_rows, mixture_parts, step_rows
 from vlp.datamodules.records import SKIP_REASONS
 from vlp.distributed import any_rank
 from vlp.encoders import Encoders, FusionConfig, TextEncoder, VisionEncoder
@@ -193,8 +193,7 @@ class VLPModule(LightningModule):
             return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
         losses = [self._dataset_loss(part, tag) for tag, part in parts]
         total = sum(losses[1:], losses[0])
-        batch_size = sum(batch_rows(part) for _, part in parts)
-        self.log("train/loss", total.detach(), prog_bar=True, batch_size=batch_size)
+        self.log("train/loss", total.detach(), prog_bar=True, batch_size=step_rows(batch))
         return total
 
     def _dataset_loss(self, batch: dict[str, Any], tag: DatasetTag | None) -> Tensor:

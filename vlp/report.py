@@ -3,8 +3,9 @@
     vlp report runs/sweeps/objectives
 
 writes ``DIR/report.csv`` (mean and std over seeds of every test metric, of the training
-throughput and of the trainable parameter count, one row per configuration), ``DIR/report.md`` (the same as a Markdown table,
-recall and accuracy in %, the best mean per column in bold) and ``DIR/plots/``: a bar chart
+throughput and of the trainable parameter count, one row per configuration),
+``DIR/report.md`` (the same as a Markdown table, recall and accuracy in %, the best mean per
+column in bold) and ``DIR/plots/``: a bar chart
 with error bars per headline metric and ``train_loss.png``, each configuration's training-loss
 curve averaged over seeds.
 """
@@ -101,11 +102,9 @@ def collect(root: Path) -> list[Configuration]:
             if metric.startswith("test/"):
                 configuration.values[metric].append(value)
         training = [read_rows(attempt / "metrics.csv") for attempt in run.fit_attempts()]
-        throughput = [float(r[THROUGHPUT]) for rows in training for r in rows if r.get(THROUGHPUT)]
-        if throughput:
+        if throughput := logged(training, THROUGHPUT):
             configuration.values[THROUGHPUT].append(statistics.fmean(throughput))
-        trainable = [float(r[TRAINABLE]) for rows in training for r in rows if r.get(TRAINABLE)]
-        if trainable:
+        if trainable := logged(training, TRAINABLE):
             configuration.values[TRAINABLE].append(trainable[-1])
         # a resumed attempt re-logs the steps after its checkpoint: later attempts win
         configuration.curves.append(
@@ -124,6 +123,11 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return []
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def logged(attempts: list[list[dict[str, str]]], metric: str) -> list[float]:
+    """Every value of ``metric`` over a run's fit attempts, in the order they were logged."""
+    return [float(r[metric]) for rows in attempts for r in rows if r.get(metric)]
 
 
 def last_values(path: Path) -> dict[str, float]:
