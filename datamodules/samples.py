@@ -65,6 +65,11 @@ def to_sample(
     )
 
 
+# A question and its answer as text (OpenFlamingo's VQA layout): what VQA prompts end
+# with, and what documents that teach the format contain.
+QUESTION_ANSWER = "Question:{question} Short answer:{answer}"
+
+
 def question_pairs(meta: dict[str, Any]) -> list[dict[str, str]]:
     """``meta["questions"]``: the ``{"question", "answer"}`` pairs whose fields are both text."""
     pairs = meta.get("questions")

@@ -16,7 +16,7 @@ from vlp.datamodules.synthetic.scene import MAX_OBJECTS, SHAPES, sample_objects
 
 # Independent random streams: one per split, and one per kind of derived data,
 # so no two of them can ever produce the same sequence of scenes.
-STREAMS = {"train": 0, "val": 1, "test": 2, "interleaved": 3, "clips": 4}
+STREAMS = {"train": 0, "val": 1, "test": 2, "interleaved": 3, "clips": 4, "document_questions": 5}
 
 
 @dataclass(frozen=True)

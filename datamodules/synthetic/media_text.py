@@ -34,6 +34,9 @@ class SyntheticDocuments(_SyntheticSplit):
 
     Args:
         max_scenes: cap on scenes per document (the resampler's ``max_media`` or less).
+        question_fraction: share of scenes whose text is a question about the image and
+            its answer in the VQA prompts' layout instead of a sentence (teaches a
+            from-scratch LM the format; 0 for a pretrained LM, which knows it).
     """
 
     def __init__(
@@ -43,13 +46,20 @@ class SyntheticDocuments(_SyntheticSplit):
         seed: int = 0,
         image_size: int = SceneKnobs.image_size,
         max_scenes: int = 5,
+        question_fraction: float = 0.0,
     ) -> None:
         super().__init__(split, num_documents, seed)
         self.knobs = SceneKnobs(image_size=image_size, captions_per_image=1)
         self.max_scenes = max_scenes
+        self.question_fraction = question_fraction
 
     def __getitem__(self, index: int) -> MediaTextRecord:
-        chunks = make_interleaved_document(self.seed, self._index(index), knobs=self.knobs)
+        chunks = make_interleaved_document(
+            self.seed,
+            self._index(index),
+            knobs=self.knobs,
+            question_fraction=self.question_fraction,
+        )
         segments = tuple(
             part for text, image in chunks[: self.max_scenes] for part in ((image,), text)
         )

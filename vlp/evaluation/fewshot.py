@@ -28,6 +28,7 @@ from torch.utils.data import IterableDataset
 
 from vlp.datamodules.media_text import MediaTextSource
 from vlp.datamodules.records import ImageTextRecord
+from vlp.datamodules.samples import QUESTION_ANSWER
 from vlp.flamingo.generation import Decoding
 from vlp.flamingo.tokens import END_OF_CHUNK, IMAGE
 
@@ -42,9 +43,9 @@ class Template:
 
 CAPTION = Template(demo=f"{IMAGE}{{caption}}{END_OF_CHUNK}", query=IMAGE)
 VQA = Template(
-    demo=f"{IMAGE}Question:{{question}} Short answer:{{answer}}{END_OF_CHUNK}",
-    query=f"{IMAGE}Question:{{question}} Short answer:",
-)  # OpenFlamingo's VQA prompt
+    demo=f"{IMAGE}{QUESTION_ANSWER}{END_OF_CHUNK}",
+    query=IMAGE + QUESTION_ANSWER.format(question="{question}", answer=""),
+)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 
 from vlp.datamodules.synthetic import COLOURS, SHAPES, make_clip, make_interleaved_document
+from vlp.datamodules.synthetic.generate import STREAMS, SceneKnobs, generate_scene
+from vlp.evaluation.fewshot import VQA
+from vlp.flamingo.tokens import END_OF_CHUNK, IMAGE
 
 
 def test_documents_have_two_to_five_scenes_with_connecting_text() -> None:
@@ -32,6 +35,36 @@ def test_documents_are_deterministic_and_differ_by_index() -> None:
     )
     other = make_interleaved_document(1, 8)
     assert [t for t, _ in first] != [t for t, _ in other]
+
+
+def test_question_chunks_answer_their_own_scene_in_the_vqa_layout() -> None:
+    exchange = re.compile(r"Question:(.+) Short answer:(.+)")
+    asked = kept = 0
+    for index in range(30):
+        plain = make_interleaved_document(seed=2, index=index)
+        mixed = make_interleaved_document(seed=2, index=index, question_fraction=0.5)
+        for position, ((text, image), (plain_text, plain_image)) in enumerate(
+            zip(mixed, plain, strict=True)
+        ):
+            assert np.array_equal(np.asarray(image), np.asarray(plain_image))
+            match = exchange.fullmatch(text)
+            if match is None:
+                assert text == plain_text
+                kept += 1
+                continue
+            asked += 1
+            assert f"{IMAGE}{text}{END_OF_CHUNK}" == VQA.demo.format(
+                question=match[1], answer=match[2]
+            )
+            scene = generate_scene(
+                [2, STREAMS["interleaved"], index, position], SceneKnobs(captions_per_image=1)
+            )
+            assert {"question": match[1], "answer": match[2]} in scene.meta["questions"]
+    assert 0.3 < asked / (asked + kept) < 0.7
+    every = make_interleaved_document(seed=2, index=0, question_fraction=1.0)
+    assert all(exchange.fullmatch(text) for text, _ in every)
+    with pytest.raises(ValueError, match="question_fraction"):
+        make_interleaved_document(seed=2, index=0, question_fraction=1.5)
 
 
 _CAPTION = re.compile(
