@@ -202,14 +202,14 @@ class VLPDataModule(LightningDataModule):
             )
 
     def _loader(self, split: str, train: bool) -> DataLoader:
-        source = self._train_source() if split == "train" else self.sources[split]
+        source = self.train_source() if split == "train" else self.sources[split]
         if source is None:
             raise ValueError(f"data.{split} is not set: give a source for the {split} split")
         return self._source_loader(
             source, train, self.batch_size if train else self.eval_batch_size
         )
 
-    def _train_source(self) -> Dataset | None:
+    def train_source(self) -> Dataset | None:
         """``train``, or its k-shot subset (drawn once: it reads every record's label)."""
         if self.kshot is None:
             return self.sources["train"]

@@ -9,7 +9,10 @@ import torch
 from PIL import Image
 from torch.utils.data import IterableDataset
 
+from vlp.datamodules.datamodule import VLPDataModule
+from vlp.datamodules.kshot import KShot, record_labels
 from vlp.datamodules.records import ImageTextRecord, SkippedRecord
+from vlp.datamodules.synthetic import SyntheticScenes
 from vlp.encoding import Encoding
 from vlp.evaluation.fewshot import (
     CAPTION,
@@ -76,6 +79,11 @@ def _record(i: int, questions: list | None = None) -> ImageTextRecord:
     )
 
 
+def training_on(source) -> SimpleNamespace:
+    """A stand-in data module whose training data is ``source``."""
+    return SimpleNamespace(train_source=lambda: source, mixture=[])
+
+
 class Stream(IterableDataset):
     def __iter__(self):
         yield SkippedRecord("corrupt", "x")
@@ -85,14 +93,24 @@ class Stream(IterableDataset):
 def test_support_is_a_seeded_subset_of_the_training_split_without_bad_records():
     source = [_record(i) for i in range(20)]
     source[3] = SkippedRecord("corrupt", "x")
-    datamodule = SimpleNamespace(sources={"train": source}, mixture=[])
+    datamodule = training_on(source)
     picked = [r.image_id for r in support_records(datamodule, 8, seed=0)]
     assert picked == [r.image_id for r in support_records(datamodule, 8, seed=0)]
     assert 7 <= len(picked) <= 8 and picked == sorted(picked) and 3 not in picked
     assert picked != [r.image_id for r in support_records(datamodule, 8, seed=1)]
-    streamed = SimpleNamespace(sources={"train": Stream()}, mixture=[])
+    streamed = training_on(Stream())
     assert [r.image_id for r in support_records(streamed, 4, seed=0)] == [0, 1, 2]
-    assert support_records(SimpleNamespace(sources={"train": None}, mixture=[]), 4, 0) == []
+    assert support_records(training_on(None), 4, 0) == []
+    assert support_records(None, 4, 0) == []
+
+
+def test_support_under_kshot_is_the_images_a_prompt_was_tuned_on():
+    train = SyntheticScenes("train", 40, image_size=32)
+    kshot = KShot(k=1, seed=3)
+    datamodule = VLPDataModule(train=train, num_workers=0, image_size=32, kshot=kshot)
+    tuned_on = {train[i].image_id for i in kshot.subset(train).indices}
+    assert len(tuned_on) == len(set(record_labels(train)))
+    assert {r.image_id for r in support_records(datamodule, 2048, seed=0)} == tuned_on
 
 
 class EchoGenerator:
@@ -124,7 +142,8 @@ def _pixels(value: float) -> torch.Tensor:
 def _evaluation(config: FewShotConfig, support: list[ImageTextRecord]):
     generator = EchoGenerator(config)
     transform = lambda image: _pixels(image.getpixel((0, 0))[0])  # noqa: E731
-    datamodule = SimpleNamespace(sources={"train": support}, mixture=[], eval_transform=transform)
+    datamodule = training_on(support)
+    datamodule.eval_transform = transform
     vision = torch.nn.Module()
     vision.register_parameter("p", torch.nn.Parameter(torch.zeros(1)))
     vision.forward = _vision

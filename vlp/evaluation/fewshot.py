@@ -107,8 +107,7 @@ def pick(options: Sequence[Any], seed: int, key: int | str) -> Any:
 def support_records(datamodule: Any, size: int, seed: int) -> list[ImageTextRecord]:
     """Up to ``size`` image–text records of the training data, the same on every rank.
 
-    From ``data.train``, or the first image–text part of ``data.mixture``: a seeded
-    random subset of a map-style source, the first ``size`` records of a stream.
+    A seeded random subset of a map-style source, the first ``size`` records of a stream.
     Unreadable records are left out.
     """
     source = _train_source(datamodule)
@@ -123,10 +122,15 @@ def support_records(datamodule: Any, size: int, seed: int) -> list[ImageTextReco
 
 
 def _train_source(datamodule: Any) -> Any:
-    sources = getattr(datamodule, "sources", {})
-    if sources.get("train") is not None:
-        return sources["train"]
-    for part in getattr(datamodule, "mixture", []):
+    """What the model trains on: ``data.train`` (its k-shot subset under ``data.kshot``,
+    so in-context demonstrations show the same images a prompt was tuned on), or the
+    first image–text part of ``data.mixture``; None without a data module."""
+    if datamodule is None:
+        return None
+    source = datamodule.train_source()
+    if source is not None:
+        return source
+    for part in datamodule.mixture:
         if not isinstance(part.source, MediaTextSource):
             return part.source
     return None
