@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from vlp.flamingo import PerceiverResampler
 from vlp.optim import apply_lr_multipliers, parameter_groups, warmup_cosine
 
 
@@ -35,6 +36,17 @@ def test_groups_split_decay_and_multipliers() -> None:
     assert settings["vision.weight"] == (1.0, 0.5)
     assert settings["temperature"] == (1.0, 0.0)
     assert settings["pos_embed"] == (1.0, 0.0)
+
+
+def test_resampler_latents_and_time_embeddings_are_not_decayed() -> None:
+    resampler = PerceiverResampler(dim=8, depth=1, heads=2, dim_head=4, num_latents=3)
+    decayed = [
+        p for g in parameter_groups(resampler.named_parameters(), {}) if "weight_decay" not in g
+        for p in g["params"]
+    ]  # fmt: skip
+    for token in (resampler.latents, resampler.media_time, resampler.frame_time):
+        assert all(p is not token for p in decayed)
+    assert any(p is resampler.layers[0].ff[1].weight for p in decayed)
 
 
 def test_frozen_parameters_are_left_out() -> None:

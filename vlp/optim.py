@@ -9,15 +9,20 @@ from typing import Any
 from torch import nn
 from torch.optim import Optimizer
 
+# Parameters that are tokens or queries rather than weights: never decayed.
+_LEARNED_TOKENS = ("pos_embed", "cls_token", "reg_token", "latents", "media_time", "frame_time")
+
 
 def parameter_groups(
     named: Iterable[tuple[str, nn.Parameter]], lr_multipliers: Mapping[str, float]
 ) -> list[dict[str, Any]]:
     """Groups by (learning-rate multiplier, weight decay or not).
 
-    Weight decay applies to matrices only: biases, norms, τ and the ViT
-    position/class tokens get none (ALBEF's factory decays τ and those tokens
-    by accident, ``shared/specs/tcl_albef.md`` §0). A parameter takes the
+    Weight decay applies to matrices only: biases, norms, τ, the ViT
+    position/class tokens and the Perceiver Resampler's latents and time embeddings
+    get none (ALBEF's factory decays τ and those tokens by accident,
+    ``shared/specs/tcl_albef.md`` §0; OpenFlamingo leaves the resampler undecayed,
+    ``shared/specs/flamingo.md`` §2.3). A parameter takes the
     multiplier of the longest module-name prefix in ``lr_multipliers``
     (e.g. ``{"encoders.text": 0.1}`` for a pretrained tower), else 1.
     """
@@ -25,7 +30,7 @@ def parameter_groups(
     for name, param in named:
         if not param.requires_grad:
             continue
-        is_matrix = param.ndim >= 2 and not name.endswith(("pos_embed", "cls_token", "reg_token"))
+        is_matrix = param.ndim >= 2 and not name.endswith(_LEARNED_TOKENS)
         prefixes = [p for p in lr_multipliers if name == p or name.startswith(p + ".")]
         multiplier = lr_multipliers[max(prefixes, key=len)] if prefixes else 1.0
         groups.setdefault((multiplier, is_matrix), []).append(param)
