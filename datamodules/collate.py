@@ -108,7 +108,8 @@ class Collate:
 
     For generative evaluation (few-shot captioning and VQA) and prompt tuning there are
     also ``captions``, each image's caption strings, and ``questions``, each image's
-    question/answer pairs, as lists of length B.
+    question/answer pairs, as lists of length B; and ``attributes``, each image's named
+    linear-probe targets beside its label (``{"colour": 3, "count": 2}``).
 
     With ``lm_tokenize`` (training, for Flamingo) each caption is also its image's LM
     sequence ``<image>caption<|endofchunk|><eos>``: ``lm_ids``/``lm_mask``/``lm_labels [T,L'']``.
@@ -149,6 +150,7 @@ class Collate:
             **(self.lm_tokenize.captions(captions) if self.lm_tokenize else {}),
             "captions": [s.captions for s in samples],
             "questions": [s.questions for s in samples],
+            "attributes": [s.attributes for s in samples],
             "skipped": skipped,
         }
         return batch if self.masks is None else {**batch, **self.masks(batch)}
@@ -191,5 +193,6 @@ def empty_batch(skipped: Counter) -> dict[str, Any]:
         "text_mask": no_text,
         "captions": [],
         "questions": [],
+        "attributes": [],
         "skipped": skipped,
     }

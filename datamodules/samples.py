@@ -31,6 +31,7 @@ class Sample:
     hard_negatives: list[list[str]] = field(default_factory=list)
     extra_views: dict[str, Tensor] = field(default_factory=dict)  # e.g. TCL's "images_aug"
     questions: list[dict[str, str]] = field(default_factory=list)  # VQA pairs (P-tuning, eval)
+    attributes: dict[str, int] = field(default_factory=dict)  # more linear-probe targets
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ def to_sample(
         dropped_captions=Counter(record.meta.get("dropped_captions", {})),
         hard_negatives=hard_negative_texts(record.meta, len(captions)) if all_captions else [],
         questions=question_pairs(record.meta),
+        attributes=probe_attributes(record.meta),
     )
 
 
@@ -82,6 +84,20 @@ def question_pairs(meta: dict[str, Any]) -> list[dict[str, str]]:
         and isinstance(p.get("question"), str)
         and isinstance(p.get("answer"), str)
     ]
+
+
+def probe_attributes(meta: dict[str, Any]) -> dict[str, int]:
+    """``meta["attributes"]``: named class indices beside the label (the embedded scenes':
+    ``colour``, ``count``), each a linear-probe target; entries that are not
+    non-negative integers are left out."""
+    attributes = meta.get("attributes")
+    if not isinstance(attributes, dict):
+        return {}
+    return {
+        str(name): value
+        for name, value in attributes.items()
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    }
 
 
 def hard_negative_texts(meta: dict[str, Any], num_captions: int) -> list[list[str]]:

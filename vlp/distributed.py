@@ -7,6 +7,8 @@ rank with no rows at all (no evaluation batch) takes part with empty tensors.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
@@ -90,6 +92,16 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     value = torch.tensor([float(flag)], device=device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item())
+
+
+def gather_objects(value: Any) -> list[Any]:
+    """Every rank's ``value`` (picklable Python data such as strings), in rank order."""
+    _, world_size = world()
+    if world_size == 1:
+        return [value]
+    values: list[Any] = [None] * world_size
+    dist.all_gather_object(values, value)
+    return values
 
 
 def gather_fields(fields: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:

@@ -33,7 +33,7 @@ HEADLINE = (
     "test/compositional/itc_acc",
     "test/compositional/itm_acc",
     "test/zeroshot/acc",
-    "test/linear_probe/acc",
+    "test/linear_probe/*acc",
     "test/caption/*",
     "test/vqa/*",
 )

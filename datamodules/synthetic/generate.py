@@ -12,7 +12,13 @@ from PIL import Image
 from vlp.datamodules.synthetic.captions import hard_negatives, sample_captions, write
 from vlp.datamodules.synthetic.questions import make_questions
 from vlp.datamodules.synthetic.render import render_scene
-from vlp.datamodules.synthetic.scene import MAX_OBJECTS, SHAPES, sample_objects
+from vlp.datamodules.synthetic.scene import (
+    COLOURS,
+    MAX_OBJECTS,
+    SHAPES,
+    SceneObject,
+    sample_objects,
+)
 
 # Independent random streams: one per split, and one per kind of derived data,
 # so no two of them can ever produce the same sequence of scenes.
@@ -44,7 +50,7 @@ class GeneratedScene:
     image: Image.Image
     captions: tuple[str, ...]
     label: int  # index into SHAPES of the main (first, largest) object
-    meta: dict[str, Any]  # JSON-serialisable: objects, hard_negatives, questions
+    meta: dict[str, Any]  # JSON-serialisable: objects, hard_negatives, questions, attributes
 
 
 def generate_scene(entropy: Sequence[int], knobs: SceneKnobs) -> GeneratedScene:
@@ -63,6 +69,13 @@ def generate_scene(entropy: Sequence[int], knobs: SceneKnobs) -> GeneratedScene:
         "objects": [o.to_json() for o in objects],
         "hard_negatives": [hard_negatives(caption_rng, spec, objects) for spec in specs],
         "questions": make_questions(question_rng, objects),
+        "attributes": scene_attributes(objects),
     }
     captions = tuple(write(spec, objects) for spec in specs)
     return GeneratedScene(image, captions, SHAPES.index(objects[0].shape), meta)
+
+
+def scene_attributes(objects: list[SceneObject]) -> dict[str, int]:
+    """What else a linear probe can ask of a scene beside its label (the main object's
+    shape): the main object's colour (index into ``COLOURS``) and the number of objects."""
+    return {"colour": list(COLOURS).index(objects[0].colour), "count": len(objects)}

@@ -15,7 +15,7 @@ from vlp.datamodules.collate import Collate
 from vlp.datamodules.datamodule import EvalShardSampler, VLPDataModule
 from vlp.datamodules.formats.writers import FORMATS, open_written, write_records
 from vlp.datamodules.records import SkippedRecord
-from vlp.datamodules.samples import Sample, hard_negative_texts
+from vlp.datamodules.samples import Sample, hard_negative_texts, probe_attributes
 from vlp.datamodules.synthetic import SyntheticScenes
 from vlp.encoders import TextEncoder
 
@@ -134,14 +134,28 @@ def test_negatives_that_no_longer_line_up_with_the_captions_are_dropped() -> Non
     assert hard_negative_texts({}, 2) == []
 
 
+def test_probe_attributes_keep_only_class_indices() -> None:
+    meta = {"attributes": {"colour": 3, "count": 2, "size": "large", "bad": -1, "flag": True}}
+    assert probe_attributes(meta) == {"colour": 3, "count": 2}
+    assert probe_attributes({"attributes": [1, 2]}) == {}
+    assert probe_attributes({}) == {}
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_every_format_keeps_the_hard_negatives(fmt: str, tmp_path: Path, tokenize) -> None:
+def test_every_format_keeps_the_hard_negatives_and_probe_attributes(
+    fmt: str, tmp_path: Path, tokenize
+) -> None:
     scenes = SyntheticScenes("val", num_images=4, image_size=32, captions_per_image=2)
     path = write_records((scenes[i] for i in range(len(scenes))), tmp_path, fmt, shard_size=4)
     (expected,) = eval_batches(scenes, tokenize)
     (got,) = eval_batches(open_written(path, fmt), tokenize)
     for field in ("negative_ids", "negative_mask", "negative_text_index"):
         assert torch.equal(got[field], expected[field]), field
+    assert (
+        got["attributes"]
+        == expected["attributes"]
+        == [scenes[i].meta["attributes"] for i in range(len(scenes))]
+    )
 
 
 def test_second_view_is_built_only_when_an_objective_needs_it(tokenize) -> None:

@@ -6,12 +6,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.evaluation.test_rerank import tiny_model
+from vlp.datamodules.datamodule import VLPDataModule
+from vlp.datamodules.synthetic import SyntheticScenes
+from vlp.datamodules.synthetic.scene import COLOURS
 from vlp.encoding import Encoding
 from vlp.evaluation.linear_probe import (
     fit_logistic_regression,
     linear_probe_accuracy,
     probe_features,
 )
+from vlp.objectives.contrastive import Contrastive
 
 
 def test_fit_reaches_the_regularised_optimum() -> None:
@@ -58,3 +63,27 @@ def test_features_are_the_pooled_output_and_the_mean_patch() -> None:
     image = Encoding(pooled=torch.ones(2, 3), tokens=torch.arange(24.0).view(2, 4, 3))
     features = probe_features(image)
     assert torch.equal(features[0], torch.tensor([1.0, 1, 1, 4.5, 5.5, 6.5]))
+
+
+@torch.no_grad()
+def test_the_evaluator_probes_each_scene_attribute_on_the_same_features() -> None:
+    torch.manual_seed(0)
+    model = tiny_model([Contrastive(embed_dim=16)], fusion=None)
+    scenes = SyntheticScenes("val", 24, image_size=32)
+    data = VLPDataModule(val=scenes, batch_size=5, num_workers=0, image_size=32,
+                         tokenize=model.tokenize)  # fmt: skip
+    for batch in data.val_dataloader():
+        model.evaluator.add(batch)
+    metrics = model.evaluator.compute(None, None)
+
+    records = [scenes[i] for i in range(len(scenes))]
+    images = torch.stack([data.eval_transform(r.image) for r in records])
+    features = probe_features(model.encoders.vision(images))
+    ids = torch.tensor([r.image_id for r in records])
+    objects = [r.meta["objects"] for r in records]
+    colours = torch.tensor([list(COLOURS).index(o[0]["colour"]) for o in objects])
+    counts = torch.tensor([len(o) for o in objects])
+    labels = torch.tensor([r.label for r in records])
+    for metric, target in (("acc", labels), ("colour_acc", colours), ("count_acc", counts)):
+        expected = linear_probe_accuracy(features, target, ids)
+        assert metrics[f"linear_probe/{metric}"] == pytest.approx(expected, abs=1e-6)

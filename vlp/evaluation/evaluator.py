@@ -3,12 +3,13 @@
 Metric names are part of the interface, logged under ``val/`` or ``test/``:
 ``retrieval/{i2t,t2i}_r{1,5,10}``, ``zeroshot/acc`` (with a prompt-tuning objective
 such as CoOp: of its learned prompts, and ``zeroshot/acc_hand`` of the hand-written
-templates), and with an ITM objective
-and a fusion encoder ``retrieval_itm/{i2t,t2i}_r{1,5,10}`` (ITM re-ranking);
-``compositional/itc_acc`` (and ``compositional/itm_acc``) when the data carries
-hard-negative captions; ``linear_probe/acc`` of the frozen image features
-whenever the images have labels, whatever the objectives; with an objective that
-writes text (Flamingo) ``caption/{cider,bleu4}_{k}shot`` and ``vqa/acc_{k}shot``
+templates), and with an ITM objective and a fusion encoder
+``retrieval_itm/{i2t,t2i}_r{1,5,10}`` (ITM re-ranking); ``compositional/itc_acc`` (and
+``compositional/itm_acc``) when the data carries hard-negative captions;
+``linear_probe/acc`` of the frozen image features whenever the images have labels,
+whatever the objectives, and ``linear_probe/{name}_acc`` for each attribute the records
+carry (the embedded scenes': ``colour``, ``count``); with an objective that writes text
+(Flamingo) ``caption/{cider,bleu4}_{k}shot`` and ``vqa/acc_{k}shot``
 (:mod:`vlp.evaluation.generative`); ``data/skipped_{reason}``, the bad samples the
 data pipeline dropped from the split.
 """
@@ -23,7 +24,7 @@ import torch
 from torch import Tensor
 
 from vlp.datamodules.records import SKIP_REASONS
-from vlp.distributed import gather_fields
+from vlp.distributed import gather_fields, gather_objects
 from vlp.encoding import Encoding
 from vlp.evaluation.compositional import compositional_outcomes
 from vlp.evaluation.generative import FewShotEvaluation
@@ -76,6 +77,7 @@ class Evaluator:
         self._parts: dict[str, list[Tensor]] = {}
         self._tokens = TokenStore()
         self._skipped: Counter = Counter()
+        self._attributes: dict[int, dict[str, int]] = {}  # image id -> its probe attributes
         self._fewshot: FewShotEvaluation | None = None
 
     @property
@@ -208,6 +210,11 @@ class Evaluator:
             self._tokens.add(image, text)
 
     def _probe_parts(self, batch: dict[str, Any], image: Encoding) -> dict[str, Tensor]:
+        for image_id, attributes in zip(
+            batch["image_ids"].tolist(), batch.get("attributes", []), strict=False
+        ):
+            if attributes:
+                self._attributes[image_id] = attributes
         return {
             "probe_features": probe_features(image),
             "image_ids": batch["image_ids"],
@@ -227,17 +234,16 @@ class Evaluator:
         local = {name: torch.cat(values) for name, values in self._parts.items()}
         local["skipped"] = torch.tensor([[self._skipped[r] for r in SKIP_REASONS]], device=device)
         parts = gather_fields(local, device)  # every rank joins, even one without batches
+        attributes = {k: v for part in gather_objects(self._attributes) for k, v in part.items()}
         tokens, self._parts, self._tokens, self._skipped = self._tokens, {}, TokenStore(), Counter()
+        self._attributes = {}
         skipped = parts.pop("skipped").sum(0).tolist()
         metrics = generated | {
             f"data/skipped_{r}": float(n) for r, n in zip(SKIP_REASONS, skipped, strict=True)
         }
         if "labels" not in parts:
             return metrics
-        if int((parts["labels"] >= 0).sum()) >= 2:
-            metrics["linear_probe/acc"] = linear_probe_accuracy(
-                parts["probe_features"], parts["labels"], parts["image_ids"]
-            )
+        metrics |= _linear_probes(parts, attributes)
         if "image_embeddings" not in parts:
             return metrics
         similarity = parts["image_embeddings"] @ parts["text_embeddings"].T
@@ -304,3 +310,21 @@ class Evaluator:
         with torch.no_grad():
             prompts = self.embedder.embed_text(text_encoder(**tokens))
         return class_embeddings(prompts, len(class_names))
+
+
+def _linear_probes(
+    parts: dict[str, Tensor], attributes: dict[int, dict[str, int]]
+) -> dict[str, float]:
+    """``linear_probe/acc`` of the labels and ``linear_probe/{name}_acc`` of each attribute,
+    on the same frozen features; a target needs two labelled images."""
+    ids = parts["image_ids"]
+    targets = {"acc": parts["labels"]}
+    for name in sorted({name for values in attributes.values() for name in values}):
+        targets[f"{name}_acc"] = torch.tensor(
+            [attributes.get(i, {}).get(name, -1) for i in ids.tolist()], device=ids.device
+        )
+    return {
+        f"linear_probe/{metric}": linear_probe_accuracy(parts["probe_features"], labels, ids)
+        for metric, labels in targets.items()
+        if int((labels >= 0).sum()) >= 2
+    }

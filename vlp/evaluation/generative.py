@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
 from vlp.datamodules.samples import question_pairs
-from vlp.distributed import world
+from vlp.distributed import gather_objects, world
 from vlp.encoders import VisionEncoder
 from vlp.encoding import Encoding
 from vlp.evaluation.captioning import bleu, cider_d
@@ -284,13 +283,8 @@ class FewShotEvaluation:
 
 def _gathered(results: dict[str, list[Result]]) -> dict[str, list[Result]]:
     """Every rank's results, in rank order (strings travel as Python objects)."""
-    _, world_size = world()
-    if world_size == 1:
-        return results
-    parts: list[Any] = [None] * world_size
-    dist.all_gather_object(parts, results)
     merged: dict[str, list[Result]] = {}
-    for part in parts:
+    for part in gather_objects(results):
         for key, values in part.items():
             merged.setdefault(key, []).extend(values)
     return merged

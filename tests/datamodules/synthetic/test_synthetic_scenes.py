@@ -154,3 +154,17 @@ def test_meta_is_json_serialisable_and_the_dataset_pickles_for_workers() -> None
     clone = pickle.loads(pickle.dumps(dataset))
     assert np.array_equal(_pixels(clone[4]), _pixels(record))
     assert clone.prompt_templates == dataset.prompt_templates
+
+
+def test_attributes_are_the_main_objects_colour_and_the_object_count() -> None:
+    dataset = SyntheticScenes(num_images=20)
+    counts = set()
+    for index in range(len(dataset)):
+        record = dataset[index]
+        objects = record.meta["objects"]
+        assert record.meta["attributes"] == {
+            "colour": list(COLOURS).index(objects[0]["colour"]),
+            "count": len(objects),
+        }
+        counts.add(len(objects))
+    assert len(counts) > 1
