@@ -258,7 +258,7 @@ class VLPDataModule(LightningDataModule):
     @property
     def dropped_batches(self) -> int | None:
         """Streamed training batches this rank dropped so that all ranks end epochs together
-        (:mod:`vlp.datamodules.lockstep`), since the run started; None without streaming."""
+        (:mod:`vlp.datamodules.lockstep`) in the current epoch; None without streaming."""
         if not self._lockstep_loaders:
             return None
         return sum(loader.dropped_batches for loader in self._lockstep_loaders)

@@ -46,10 +46,11 @@ class LockstepLoader(DataLoader):
         super().__init__(*args, **kwargs)
         self.device = device
         self.epoch = epoch
-        #: batches this rank had but dropped because another rank ran out, since the run started
+        #: batches this rank had but dropped because another rank ran out, this epoch
         self.dropped_batches = 0
 
     def __iter__(self) -> Iterator[Any]:
+        self.dropped_batches = 0
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(self.epoch())
         batches = super().__iter__()

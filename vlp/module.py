@@ -235,7 +235,7 @@ class VLPModule(LightningModule):
             )
 
     def on_train_epoch_end(self) -> None:
-        """Streamed batches dropped so far so that every rank ends its epochs at the same step."""
+        """Streamed batches dropped this epoch so that every rank ends it at the same step."""
         dropped = self._datamodule_attr("dropped_batches")
         if dropped is not None:
             self.log("data/dropped_batches", float(dropped), reduce_fx="sum", sync_dist=True)

@@ -1,8 +1,8 @@
-"""Train one epoch on WebDataset shards of unequal sizes (4, 4 and 2 images): with 2 ranks,
-rank 0 streams shards 0 and 2 (3 batches of 2) and rank 1 shard 1 (2 batches).
+"""Train on WebDataset shards of unequal sizes (4, 4 and 2 images): with 2 ranks, rank 0
+streams shards 0 and 2 (3 batches of 2) and rank 1 shard 1 (2 batches) per epoch.
 
-Launched by ``test_stream_ddp.py`` as ``python -m tests.distributed.stream_fit DEVICES OUT``
-so that Lightning's DDP launcher can re-run it in each process. Rank r saves
+Launched by ``test_stream_ddp.py`` as ``python -m tests.distributed.stream_fit DEVICES OUT
+[EPOCHS]`` so that Lightning's DDP launcher can re-run it in each process. Rank r saves
 ``OUT.rank<r>.json``: its optimizer steps, a parameter checksum and the logged metrics.
 """
 
@@ -24,7 +24,7 @@ from vlp.module import VLPModule
 from vlp.objectives.contrastive import Contrastive
 
 
-def main(devices: int, out: Path) -> dict:
+def main(devices: int, out: Path, epochs: int = 1) -> dict:
     seed_everything(0)
     model = VLPModule(
         VisionEncoder("vit_tiny_patch16_224", image_size=32, model_kwargs=TINY_VISION),
@@ -41,7 +41,7 @@ def main(devices: int, out: Path) -> dict:
         tokenize=model.tokenize,
     )
     trainer = quiet_trainer(
-        devices=devices, strategy="ddp" if devices > 1 else "auto", max_epochs=1, max_steps=10
+        devices=devices, strategy="ddp" if devices > 1 else "auto", max_epochs=epochs, max_steps=10
     )
     trainer.fit(model, data)
     result = {
@@ -54,4 +54,4 @@ def main(devices: int, out: Path) -> dict:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), Path(sys.argv[2]))
+    main(int(sys.argv[1]), Path(sys.argv[2]), *map(int, sys.argv[3:]))

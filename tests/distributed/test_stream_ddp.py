@@ -16,14 +16,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.ddp
-def test_unequal_shards_end_the_epoch_together_on_both_ranks(tmp_path: Path) -> None:
+def test_unequal_shards_end_each_epoch_together_on_both_ranks(tmp_path: Path) -> None:
     out = tmp_path / "fit"
-    command = [sys.executable, "-m", "tests.distributed.stream_fit", "2", str(out)]
+    command = [sys.executable, "-m", "tests.distributed.stream_fit", "2", str(out), "2"]
     subprocess.run(command, check=True, timeout=120, capture_output=True, cwd=ROOT)
     ranks = [json.loads(Path(f"{out}.rank{r}.json").read_text()) for r in range(2)]
-    assert [r["steps"] for r in ranks] == [2, 2]  # rank 1's two batches, not rank 0's three
+    assert [r["steps"] for r in ranks] == [4, 4]  # rank 1's two batches per epoch, not three
     assert ranks[0]["checksum"] == ranks[1]["checksum"]
-    assert [r["metrics"]["data/dropped_batches"] for r in ranks] == [1.0, 1.0]  # summed
+    # the last epoch's count, summed over the ranks: rank 0 dropped one batch
+    assert [r["metrics"]["data/dropped_batches"] for r in ranks] == [1.0, 1.0]
 
 
 def test_one_process_streams_every_batch_and_drops_none(tmp_path: Path) -> None:
