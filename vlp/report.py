@@ -222,7 +222,8 @@ def _cell(mean: float, std: float, metric: str) -> str:
             return f"{value:,.0f}"
         return f"{100 * value:.1f}" if is_rate(metric) else f"{value:.3g}"
 
-    return show(mean) if math.isnan(std) else f"{show(mean)} ± {show(std)}"
+    no_spread = math.isnan(std) or (metric == TRAINABLE and std == 0)
+    return show(mean) if no_spread else f"{show(mean)} ± {show(std)}"
 
 
 def _number(value: float) -> str:
