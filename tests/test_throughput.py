@@ -52,3 +52,19 @@ def test_samples_per_second_leave_out_the_first_batch_and_validation(monkeypatch
     callback.on_train_epoch_end(trainer, module)
     # 3 timed batches × 4 samples × 2 ranks over (16 − 10 − 3) s
     assert module.logged[METRIC] == 3 * 4 * 2 / 3.0
+
+
+def test_a_mixture_step_counts_the_rows_of_every_dataset(monkeypatch) -> None:
+    clock = Clock()
+    monkeypatch.setattr(throughput.time, "perf_counter", clock)
+    trainer, module, callback = SimpleNamespace(world_size=1), Module(), Throughput()
+    batch = {
+        "pairs": {"images": torch.zeros(4, 3, 8, 8), "dataset": "pairs"},
+        "docs": {"media": torch.zeros(2, 3, 1, 3, 8, 8), "dataset": "docs"},
+    }
+    callback.on_train_epoch_start(trainer, module)
+    for t in (1.0, 2.0, 3.0):
+        clock.now = t
+        callback.on_train_batch_end(trainer, module, None, batch, 0)
+    callback.on_train_epoch_end(trainer, module)
+    assert module.logged[METRIC] == 2 * (4 + 2) / 2.0

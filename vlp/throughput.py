@@ -7,11 +7,14 @@ from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from vlp.datamodules.mixture import step_rows
+
 METRIC = "train/samples_per_s"
 
 
 class Throughput(Callback):
-    """Logs ``train/samples_per_s`` once per epoch: samples over all ranks per second of wall time.
+    """Logs ``train/samples_per_s`` once per epoch: samples over all ranks per second of wall time
+    (a data mixture's step counts the rows of every dataset's batch).
 
     The clock runs from the end of the epoch's first batch to the end of its last, so data
     worker start-up and the end-of-epoch validation are left out; validation in the middle of
@@ -41,7 +44,7 @@ class Throughput(Callback):
         if self._start is None:
             self._start = self._end
         else:
-            self._samples += len(batch["images"]) * trainer.world_size
+            self._samples += step_rows(batch) * trainer.world_size
             self._paused += self._validation
         self._validation = 0.0
 
