@@ -183,6 +183,7 @@ class Evaluator:
         self._skipped.update(batch.get("skipped", {}))
         if len(batch["images"]) == 0:
             return
+        self._record_attributes(batch)
         embedder = self.embedder
         image = self._model.encoders.vision(batch["images"])
         if self.fewshot is not None:
@@ -210,16 +211,19 @@ class Evaluator:
             self._tokens.add(image, text)
 
     def _probe_parts(self, batch: dict[str, Any], image: Encoding) -> dict[str, Tensor]:
-        for image_id, attributes in zip(
-            batch["image_ids"].tolist(), batch.get("attributes", []), strict=False
-        ):
-            if attributes:
-                self._attributes[image_id] = attributes
         return {
             "probe_features": probe_features(image),
             "image_ids": batch["image_ids"],
             "labels": batch["labels"],
         }
+
+    def _record_attributes(self, batch: dict[str, Any]) -> None:
+        """Each image's probe attributes by id: Python dicts, gathered as objects in compute."""
+        for image_id, attributes in zip(
+            batch["image_ids"].tolist(), batch.get("attributes", []), strict=False
+        ):
+            if attributes:
+                self._attributes[image_id] = attributes
 
     def _add_parts(self, parts: dict[str, Tensor]) -> None:
         for name, value in parts.items():
