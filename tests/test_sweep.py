@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import os
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,7 +24,15 @@ from vlp.sweep import (
     slurm_executor,
 )
 from vlp.sweep_plan import ObjectiveSet, Run, expand, label, load_sweep
-from vlp.sweep_run import RunDir, execute, prepare, reweight, sweep_configs, write_run_dir
+from vlp.sweep_run import (
+    RunDir,
+    execute,
+    installed_vlp,
+    prepare,
+    reweight,
+    sweep_configs,
+    write_run_dir,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = ROOT / "configs/sweeps"
@@ -319,6 +329,7 @@ def test_concurrent_runs_split_the_gpus_or_the_cpu_threads(monkeypatch) -> None:
     shares = [share["CUDA_VISIBLE_DEVICES"] for share in device_shares(2)]
     assert shares == ["4,6", "5"]
     assert [s["CUDA_VISIBLE_DEVICES"] for s in device_shares(4)] == ["4", "5", "6", "4"]
+    assert {s["OMP_NUM_THREADS"] for s in device_shares(4)} == {"2"}
 
 
 @pytest.mark.slow
@@ -351,3 +362,18 @@ def test_every_configuration_of_a_shipped_sweep_builds_its_model(file: Path, tmp
     one_per_configuration = list({run.configuration: run for run in sweep.runs}.values())
     for config in sweep_configs(sweep, one_per_configuration, tmp_path):
         assert build_model(config).objectives  # staged sweeps: built without init_from
+
+
+def test_run_subprocesses_import_the_installed_vlp_not_a_vlp_folder_here(tmp_path: Path) -> None:
+    # `python -m` would import tmp_path/vlp, as it would a checkout's vlp/ over a
+    # non-editable install (whose vlp package holds objectives and datamodules too)
+    (tmp_path / "vlp").mkdir()
+    (tmp_path / "vlp/__init__.py").write_text("raise ImportError('the vlp folder here')\n")
+    command = installed_vlp("vlp.cli:main")
+    child = subprocess.run([*command, "fit", "--help"], cwd=tmp_path, capture_output=True)
+    assert child.returncode == 0, child.stderr.decode()
+    assert b"--model" in child.stdout
+    shadowed = subprocess.run(
+        [sys.executable, "-m", "vlp.cli", "fit", "--help"], cwd=tmp_path, capture_output=True
+    )
+    assert b"the vlp folder here" in shadowed.stderr

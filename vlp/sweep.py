@@ -141,22 +141,29 @@ def run_locally(run_dirs: list[RunDir], parallel: int, resume: bool = True) -> l
 
 
 def device_shares(parallel: int) -> list[dict[str, str]]:
-    """Environment per concurrent slot: a split of the visible GPUs, else of the CPU threads."""
+    """Environment per concurrent slot: a split of the CPU threads, and of the visible GPUs.
+
+    GPU runs get a thread share too: each would otherwise start one thread per core for
+    its CPU work (evaluation, probes), and ``parallel`` of them would oversubscribe the
+    cores.
+    """
     if parallel <= 1:
         return [{}]
     import torch
 
+    threads = str(max(1, (os.cpu_count() or 1) // parallel))
+    cpu_share = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     gpus = (
         os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if torch.cuda.is_available() else []
     )
     gpus = [g for g in gpus if g] or [str(i) for i in range(torch.cuda.device_count())]
     if gpus:
         return [
-            {"CUDA_VISIBLE_DEVICES": ",".join(gpus[i::parallel] or [gpus[i % len(gpus)]])}
+            cpu_share
+            | {"CUDA_VISIBLE_DEVICES": ",".join(gpus[i::parallel] or [gpus[i % len(gpus)]])}
             for i in range(parallel)
         ]
-    threads = str(max(1, (os.cpu_count() or 1) // parallel))
-    return [{"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}] * parallel
+    return [cpu_share] * parallel
 
 
 def slurm_executor(out: Path, args: argparse.Namespace) -> Any:

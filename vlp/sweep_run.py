@@ -150,6 +150,18 @@ def sweep_callbacks(callbacks: list[dict[str, Any]], run_dir: Path) -> list[dict
     return [*others, *checkpoints, {"class_path": THROUGHPUT}]
 
 
+def installed_vlp(entry: str) -> list[str]:
+    """A command running ``entry`` (``module:function``) of the installed vlp in a fresh interpreter.
+
+    Not ``python -m``: that puts the working directory first on ``sys.path``, where a
+    checkout's ``vlp/`` folder shadows a non-editable install (whose ``vlp`` package also
+    holds ``objectives`` and ``datamodules``). The ``vlp`` console script has no such entry.
+    """
+    module, function = entry.split(":")
+    code = f"import sys; sys.path[:] = [p for p in sys.path if p]; from {module} import {function}; {function}()"
+    return [sys.executable, "-c", code]
+
+
 def resolve_configs(arg_lists: list[list[str]]) -> list[dict[str, Any]]:
     """What ``vlp fit ARGS --print_config`` prints for each ARGS: resolved, validated configs.
 
@@ -158,7 +170,7 @@ def resolve_configs(arg_lists: list[list[str]]) -> list[dict[str, Any]]:
     ``limit_train_batches=3`` comes back as ``3.0``, which Lightning reads as a fraction).
     """
     child = subprocess.run(
-        [sys.executable, "-m", "vlp.sweep_run"],
+        installed_vlp("vlp.sweep_run:_print_configs"),
         input=json.dumps(arg_lists),
         stdout=subprocess.PIPE,
         text=True,
@@ -242,7 +254,7 @@ def _stage(
     log = run_dir.path / f"{stage}.log"
     with open(log, "w") as out:
         code = subprocess.call(
-            [sys.executable, "-m", "vlp.cli", stage, *args],
+            [*installed_vlp("vlp.cli:main"), stage, *args],
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=cwd,
@@ -250,7 +262,3 @@ def _stage(
         )
     if code:
         raise RunFailed(f"{run_dir.name}: `vlp {stage}` exited with {code}; see {log}")
-
-
-if __name__ == "__main__":
-    _print_configs()

