@@ -12,7 +12,7 @@ bench() {  # precision, config, extra CLI overrides
   local precision=$1 config=$2
   shift 2
   echo "### $config $* ($precision)"
-  python benchmarks/throughput.py --config "$config" --accelerator "$accelerator" \
+  python3 benchmarks/throughput.py --config "$config" --accelerator "$accelerator" \
     --precision "$precision" --steps "${STEPS:-50}" --warmup "${WARMUP:-5}" "$@" ||
     echo "failed with status $?"
 }

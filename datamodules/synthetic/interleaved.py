@@ -17,8 +17,9 @@ def make_interleaved_document(
     num_scenes: int | None = None,
     knobs: SceneKnobs | None = None,
     question_fraction: float = 0.0,
+    max_scenes: int = 5,
 ) -> list[tuple[str, Image.Image]]:
-    """Document ``index``: 2–5 scenes (or ``num_scenes``), each with the text about it.
+    """Document ``index``: 2 to ``max_scenes`` scenes (or ``num_scenes``), each with its text.
 
     Each chunk is ``(text, image)`` where the text describes that image and
     opens with a connecting phrase ("first,", "then,", "finally,"), so a
@@ -34,7 +35,9 @@ def make_interleaved_document(
     stream = STREAMS["interleaved"]
     rng = np.random.default_rng([seed, stream, index])
     question_rng = np.random.default_rng([seed, STREAMS["document_questions"], index])
-    count = int(rng.integers(2, 6)) if num_scenes is None else num_scenes
+    if max_scenes < 2:
+        raise ValueError(f"max_scenes must be at least 2, got {max_scenes}")
+    count = int(rng.integers(2, max_scenes + 1)) if num_scenes is None else num_scenes
     if count < 1:
         raise ValueError(f"num_scenes must be positive, got {count}")
     knobs = knobs or SceneKnobs(captions_per_image=1)

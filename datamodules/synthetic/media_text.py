@@ -29,11 +29,13 @@ class _SyntheticSplit(MediaTextSource):
 
 
 class SyntheticDocuments(_SyntheticSplit):
-    """Documents of 2–5 scenes, each image placed before the sentence about it (as MMC4's
-    matching places them), so predicting a sentence needs the right image.
+    """Documents of 2 to ``max_scenes`` scenes, each image placed before the sentence about
+    it (as MMC4's matching places them), so predicting a sentence needs the right image.
 
     Args:
-        max_scenes: cap on scenes per document (the resampler's ``max_media`` or less).
+        max_scenes: most scenes per document (the resampler's ``max_media`` or less). A
+            language model trained from scratch only learns the positions its documents
+            reach: to prompt it with k demonstrations, documents need k + 1 scenes.
         question_fraction: share of scenes whose text is a question about the image and
             its answer in the VQA prompts' layout instead of a sentence (teaches a
             from-scratch LM the format; 0 for a pretrained LM, which knows it).
@@ -59,10 +61,9 @@ class SyntheticDocuments(_SyntheticSplit):
             self._index(index),
             knobs=self.knobs,
             question_fraction=self.question_fraction,
+            max_scenes=self.max_scenes,
         )
-        segments = tuple(
-            part for text, image in chunks[: self.max_scenes] for part in ((image,), text)
-        )
+        segments = tuple(part for text, image in chunks for part in ((image,), text))
         return MediaTextRecord(segments, interleaved=True, key=f"documents/{self.split}/{index}")
 
 

@@ -24,6 +24,10 @@ def test_documents_have_two_to_five_scenes_with_connecting_text() -> None:
         assert all(image.size == (64, 64) and image.mode == "RGB" for _, image in document)
     assert lengths == {2, 3, 4, 5}
     assert len(make_interleaved_document(seed=0, index=0, num_scenes=3)) == 3
+    longer = {len(make_interleaved_document(0, index, max_scenes=9)) for index in range(80)}
+    assert longer == set(range(2, 10))
+    with pytest.raises(ValueError, match="max_scenes"):
+        make_interleaved_document(0, 0, max_scenes=1)
 
 
 def test_documents_are_deterministic_and_differ_by_index() -> None:
