@@ -3,6 +3,7 @@
     python benchmarks/throughput.py --config configs/experiments/quickstart.yaml
     python benchmarks/throughput.py --config CFG --accelerator gpu --precision bf16-mixed
     python benchmarks/throughput.py --config CFG --data.num_workers=8  # any CLI override
+    python benchmarks/throughput.py --config CFG --profile 25  # + the 25 costliest operators
 
 Any argument the script does not know is a CLI override (``--key=value``), as
 for ``vlp fit``. How each number is measured, and why this way:
@@ -34,6 +35,9 @@ for ``vlp fit``. How each number is measured, and why this way:
   peak resident set during fit minus the resident set before it (Linux VmHWM,
   reset through ``/proc/self/clear_refs``; elsewhere the growth of ``ru_maxrss``,
   a lower bound).
+- Profile (``--profile K``): ``torch.profiler`` over the timed steps, the K operators
+  with the most self time (CUDA time on a GPU, else CPU time). The profiler slows the
+  steps it records, so the timings of a profiled run are not the table's to report.
 """
 
 from __future__ import annotations
@@ -108,6 +112,7 @@ class ThroughputResult:
     mfu: float
     peak_memory_bytes: int
     memory_kind: str
+    profile: str = ""  # the operator table of --profile
 
 
 class StepTimer(Callback):
@@ -147,6 +152,33 @@ class StepTimer(Callback):
         if batch_idx == self.last:
             self.elapsed = self._now() - self.start
             self.cpu_seconds = _cpu_seconds() - self.cpu_start
+
+
+class OpProfile(Callback):
+    """``torch.profiler`` over steps ``warmup`` … ``warmup + steps − 1``: where a step's time goes."""
+
+    def __init__(self, warmup: int, steps: int, device: torch.device) -> None:
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if device.type == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        self.sort_by = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        # the last untimed step warms the profiler up; it records the timed ones
+        schedule = torch.profiler.schedule(wait=warmup - 1, warmup=1, active=steps, repeat=1)
+        self.profiler = torch.profiler.profile(activities=activities, schedule=schedule)
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.profiler.start()
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self.profiler.step()
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.profiler.stop()
+
+    def table(self, rows: int) -> str:
+        return self.profiler.key_averages().table(sort_by=self.sort_by, row_limit=rows)
 
 
 def _cpu_seconds() -> float:
@@ -259,7 +291,7 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({model})"
 
 
-def bench_trainer(device: torch.device, batches: int, timer: StepTimer) -> dict[str, Any]:
+def bench_trainer(device: torch.device, batches: int, callbacks: list[Callback]) -> dict[str, Any]:
     """Trainer settings replacing the config's: one device, one short epoch, nothing written."""
     return {
         "accelerator": device.type,
@@ -277,7 +309,7 @@ def bench_trainer(device: torch.device, batches: int, timer: StepTimer) -> dict[
         "limit_val_batches": 0,
         "num_sanity_val_steps": 0,
         "logger": False,
-        "callbacks": [timer],
+        "callbacks": callbacks,
         "enable_checkpointing": False,
         "enable_progress_bar": False,
         "enable_model_summary": False,
@@ -298,6 +330,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--data-batches", type=int, default=16, help="distinct batches preloaded")
     parser.add_argument("--peak-size", type=int, help="matmul side S (2048 CPU, 8192 GPU)")
     parser.add_argument("--peak-repeats", type=int, default=5, help="matmul repeats R")
+    parser.add_argument(
+        "--profile", type=int, default=0, metavar="K", help="print the K costliest operators"
+    )
     args, overrides = parser.parse_known_args(argv)
     if args.steps < 1 or args.warmup < 1 or args.data_batches < 2:
         parser.error("--steps and --warmup must be ≥ 1 and --data-batches ≥ 2")
@@ -334,7 +369,11 @@ def run(argv: list[str] | None = None) -> ThroughputResult:
 
     total = args.warmup + args.steps  # FLOPs are counted on warm-up step 0
     timer = StepTimer(args.warmup, args.steps, device)
-    trainer = Trainer(**{**vars(cli.config_init["trainer"]), **bench_trainer(device, total, timer)})
+    callbacks: list[Callback] = [timer]
+    if args.profile:
+        callbacks.append(OpProfile(args.warmup, args.steps, device))
+    settings = bench_trainer(device, total, callbacks)
+    trainer = Trainer(**{**vars(cli.config_init["trainer"]), **settings})
     with PeakMemory(device) as memory:
         trainer.fit(cli.model, train_dataloaders=Cycle(batches, total))
     if timer.elapsed == 0.0:
@@ -365,6 +404,7 @@ def run(argv: list[str] | None = None) -> ThroughputResult:
         mfu=achieved / peak,
         peak_memory_bytes=memory.peak,
         memory_kind=memory.kind,
+        profile=callbacks[-1].table(args.profile) if args.profile else "",
     )
 
 
@@ -402,6 +442,8 @@ def table(result: ThroughputResult) -> Table:
 def main(argv: list[str] | None = None) -> ThroughputResult:
     result = run(argv)
     Console().print(table(result))
+    if result.profile:
+        print(f"Operators by self time over the timed steps (profiled: slower):\n{result.profile}")
     return result
 
 

@@ -31,7 +31,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 from vlp.datamodules.lm_text import LMTokenize
 from vlp.encoders import Encoders
 from vlp.evaluation.fewshot import FewShotConfig
-from vlp.flamingo import FlamingoLM, PerceiverResampler, lm_loss
+from vlp.flamingo import FlamingoLM, PerceiverResampler, lm_loss, predicting_positions
 from vlp.flamingo.generation import Decoding, generate
 from vlp.objectives.base import Objective
 from vlp.paths import resolve_model_path
@@ -165,8 +165,12 @@ class Flamingo(Objective):
 
     def forward(self, step: Step) -> dict[str, Tensor]:
         visual = self.resampler(step.media())  # [B, T, num_latents, D]
-        out = self.lm(step.field("lm_ids"), visual, step.field("lm_mask"), use_cache=False)
-        return {"lm_loss": lm_loss(out.logits.float(), step.field("lm_labels"))}
+        labels = step.field("lm_labels")
+        predict_at = predicting_positions(labels)
+        out = self.lm(
+            step.field("lm_ids"), visual, step.field("lm_mask"), predict_at, use_cache=False
+        )
+        return {"lm_loss": lm_loss(out.logits.float(), labels)}
 
     def resample_images(self, image_tokens: Tensor) -> Tensor:
         """Each image's patch tokens [M, N, D] on its own → its visual tokens [M, n, D].

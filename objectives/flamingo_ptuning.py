@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from vlp.distributed import global_mean
 from vlp.encoders import Encoders
-from vlp.flamingo import END_OF_CHUNK, IMAGE, lm_loss
+from vlp.flamingo import END_OF_CHUNK, IMAGE, lm_loss, predicting_positions
 from vlp.flamingo.generation import Decoding, generate_from_ids
 from vlp.objectives.flamingo import Flamingo
 from vlp.prompting.prompt_encoder import PromptEncoder, Reparameterization
@@ -147,7 +147,7 @@ class FlamingoPromptTuning(Flamingo):
         if not rows:
             return global_mean(self.prompts[task]().sum() * 0, 0)
         batch = self.prompted_batch(task, values, targets).to(visual.device)
-        logits = self.prompted_logits(task, batch, visual[rows])
+        logits = self.prompted_logits(task, batch, visual[rows], predicting_positions(batch.labels))
         return lm_loss(logits.float(), batch.labels)
 
     def prompted_batch(
@@ -160,11 +160,15 @@ class FlamingoPromptTuning(Flamingo):
         texts = [f"{target.strip()}{end}" for target in targets]
         return self.templates[task].batch(tokenizer, values, texts, padding_side="right")
 
-    def prompted_logits(self, task: Task, batch: PromptedBatch, visual: Tensor) -> Tensor:
-        """The LM's logits for ``batch`` with the task's prompt vectors at its slots."""
+    def prompted_logits(
+        self, task: Task, batch: PromptedBatch, visual: Tensor, predict_at: Tensor | None = None
+    ) -> Tensor:
+        """The LM's logits for ``batch`` with the task's prompt vectors at its slots (at the
+        True positions of ``predict_at`` only, as ``FlamingoLM`` gives them)."""
         embedding = self.lm.lm.get_input_embeddings()
         with prompts_spliced(embedding, batch.slot_mask, self.prompts[task]()):
-            return self.lm(batch.input_ids, visual, batch.attention_mask, use_cache=False).logits
+            mask = batch.attention_mask
+            return self.lm(batch.input_ids, visual, mask, predict_at, use_cache=False).logits
 
     @torch.no_grad()
     def generate_prompted(

@@ -78,6 +78,22 @@ def test_quickstart_reports_positive_rates_flops_and_mfu_below_one() -> None:
     assert 0 < result.trainable_params <= result.total_params
 
 
+@pytest.mark.timeout(120)
+def test_profile_lists_the_operators_of_the_timed_steps() -> None:
+    result = _throughput_module().run(
+        [
+            "--config", str(QUICKSTART),
+            "--steps=1", "--warmup=1", "--batch-size=4", "--data-batches=2", "--threads=1",
+            "--profile=5",
+            *IN_MEMORY_DATA,
+        ]
+    )  # fmt: skip
+    # an operator's row ends with its number of calls
+    rows = [line for line in result.profile.splitlines() if line.rstrip()[-1:].isdigit()]
+    assert len(rows) == 5
+    assert "aten::addmm" in result.profile or "aten::mm" in result.profile
+
+
 def test_bf16_on_cpu_is_refused() -> None:
     throughput = _throughput_module()
     with pytest.raises(SystemExit, match="refusing precision"):

@@ -50,6 +50,21 @@ def test_logits_equal_the_frozen_lm_at_init(family):
     assert not torch.allclose(opened[..., :vocab], expected)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_predict_at_gives_the_full_logits_at_those_positions_only(family):
+    model, _ = flamingo(family)
+    open_gates(model)
+    inputs = batch(model)
+    media = torch.randn(2, 2, 4, MEDIA_DIM)
+    full = model(inputs["input_ids"], media, inputs["attention_mask"]).logits
+    at = inputs["attention_mask"].bool() & (torch.rand(full.shape[:2]) < 0.5)
+    kept = model(inputs["input_ids"], media, inputs["attention_mask"], predict_at=at).logits
+    assert kept.shape == (int(at.sum()), full.shape[-1])
+    assert torch.allclose(kept, full[at], atol=1e-6)
+    again = model(inputs["input_ids"], media, inputs["attention_mask"]).logits
+    assert again.shape == full.shape  # the positions apply inside the call only
+
+
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_each_token_is_conditioned_on_its_last_image_only(family):
     model, _ = flamingo(family)

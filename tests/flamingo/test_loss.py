@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from vlp.flamingo.loss import IGNORE, flamingo_labels, lm_loss
+from vlp.flamingo.loss import IGNORE, flamingo_labels, lm_loss, predicting_positions
 
 IMG, EOC, EOS, PAD = 9, 8, 7, 0
 X = IGNORE
@@ -51,3 +51,18 @@ def test_no_target_gives_zero_with_finite_gradients():
     loss.backward()
     assert loss.item() == 0.0
     assert torch.equal(logits.grad, torch.zeros_like(logits))
+
+
+def test_logits_at_the_predicting_positions_give_the_same_loss_and_gradient():
+    torch.manual_seed(0)
+    full = torch.randn(2, 5, 7, requires_grad=True)
+    labels = torch.tensor([[X, 3, 4, X, X], [X, X, 1, 6, 2]])
+    at = predicting_positions(labels)
+    assert at.tolist() == [[1, 1, 0, 0, 0], [0, 1, 1, 1, 0]]
+    rows = full.detach().clone()[at].requires_grad_()
+    expected, kept = lm_loss(full, labels), lm_loss(rows, labels)
+    assert torch.allclose(kept, expected)
+    expected.backward()
+    kept.backward()
+    assert torch.allclose(rows.grad, full.grad[at])
+    assert not full.grad[~at].any()

@@ -7,7 +7,7 @@ text token sees only the last image before it (:mod:`.media_mask`).
 
 from vlp.flamingo.cross_attention import GatedCrossAttentionBlock
 from vlp.flamingo.lm import FlamingoLM
-from vlp.flamingo.loss import flamingo_labels, lm_loss
+from vlp.flamingo.loss import flamingo_labels, lm_loss, predicting_positions
 from vlp.flamingo.media_mask import media_attention_mask, media_index
 from vlp.flamingo.resampler import PerceiverResampler
 from vlp.flamingo.tokens import END_OF_CHUNK, IMAGE, FlamingoTokens, add_flamingo_tokens
@@ -24,4 +24,5 @@ __all__ = [
     "lm_loss",
     "media_attention_mask",
     "media_index",
+    "predicting_positions",
 ]

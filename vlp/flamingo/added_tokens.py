@@ -8,6 +8,9 @@ the gradient of all but the new rows.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -45,13 +48,26 @@ class AddedTokenHead(nn.Module):
         self.base = base
         self.rows = rows  # [len(added_ids), D]; the embedding's own rows when tied
         self.vocab_size = vocab_size
+        self.positions: Tensor | None = None
         self.register_buffer("added_ids", torch.tensor(added_ids), persistent=False)
 
     @property
     def weight(self) -> Tensor:
         return self.base.weight
 
+    @contextmanager
+    def predicting_at(self, positions: Tensor | None) -> Iterator[None]:
+        """Inside, logits are computed at the True ``positions`` [B, L] only, as [M, V]:
+        a loss that reads a few positions then never materialises [B, L, V]."""
+        self.positions = positions
+        try:
+            yield
+        finally:
+            self.positions = None
+
     def forward(self, hidden: Tensor) -> Tensor:
+        if self.positions is not None:
+            hidden = hidden[self.positions]
         logits = self.base(hidden)
         logits = F.pad(logits, (0, self.vocab_size - logits.shape[-1]))
         return logits.index_copy(-1, self.added_ids, hidden @ self.rows.T)

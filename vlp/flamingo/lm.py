@@ -132,11 +132,15 @@ class FlamingoLM(nn.Module):
         input_ids: Tensor,
         media: Tensor | None = None,
         attention_mask: Tensor | None = None,
+        predict_at: Tensor | None = None,
         **lm_kwargs: Any,
     ) -> CausalLMOutputWithPast:
         """Logits for ``input_ids`` [B, L] given resampled ``media`` [B, T, n, D]
-        (image k of a row is the one its k-th ``<image>`` token stands for)."""
-        with self.conditioned_on(media):
+        (image k of a row is the one its k-th ``<image>`` token stands for): [B, L, V], or
+        [M, V] at the True positions of ``predict_at`` [B, L] only (the vocabulary
+        projection and its softmax dominate a small LM's step)."""
+        head = self.lm.get_output_embeddings()
+        with self.conditioned_on(media), head.predicting_at(predict_at):
             return self.lm(input_ids=input_ids, attention_mask=attention_mask, **lm_kwargs)
 
     @contextmanager

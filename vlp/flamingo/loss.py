@@ -39,15 +39,24 @@ def flamingo_labels(
     return input_ids.masked_fill(masked, IGNORE)
 
 
+def predicting_positions(labels: Tensor) -> Tensor:
+    """[B, L] True where the next token is a target: the only positions whose logits
+    ``lm_loss`` reads (``FlamingoLM(..., predict_at=...)`` computes just those)."""
+    return F.pad(labels[:, 1:] != IGNORE, (0, 1), value=False)
+
+
 def lm_loss(logits: Tensor, labels: Tensor) -> Tensor:
     """Mean NLL of each target given the tokens before it; 0 (with a graph) if none.
 
-    The mean is over the targets of the global batch (every rank's), so DDP
-    gives the same gradient as one process on the whole batch.
+    ``logits`` are [B, L, V] at every position, or [M, V] at the ``predicting_positions``
+    only, in row-major order. The mean is over the targets of the global batch (every
+    rank's), so DDP gives the same gradient as one process on the whole batch.
     """
-    predicted, targets = logits[:, :-1], labels[:, 1:]
-    total = F.cross_entropy(predicted.flatten(0, 1), targets.flatten(), reduction="sum")
-    return global_mean(total, (targets != IGNORE).sum())
+    targets = labels[:, 1:]
+    is_target = targets != IGNORE
+    predicted = logits[:, :-1][is_target] if logits.dim() == 3 else logits
+    total = F.cross_entropy(predicted, targets[is_target], reduction="sum")
+    return global_mean(total, is_target.sum())
 
 
 def _last_position(flags: Tensor, strict: bool) -> Tensor:
