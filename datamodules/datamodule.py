@@ -60,19 +60,31 @@ class ResumableSampler(DistributedSampler):
     """The training sampler, able to start an epoch part-way through.
 
     A run resumed from a mid-epoch checkpoint must see the rest of that epoch's
-    permutation, not replay its start: in epoch ``resume_epoch`` this rank's
-    first ``skip`` indices are dropped. ``len`` stays the full epoch, which is
-    what Lightning's restored loop counters count against.
+    permutation, not replay its start: the first pass over epoch ``resume_epoch``
+    drops this rank's first ``skip`` indices. Later passes in that epoch (a mixture's
+    shorter datasets restart until the longest is done) start from the beginning, as
+    they did in the uninterrupted run. ``len`` stays the full epoch, which is what
+    Lightning's restored loop counters count against.
     """
 
     def __init__(self, *args: Any, resume_epoch: int = -1, skip: int = 0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.resume_epoch = resume_epoch
         self.skip = skip
+        self._resumed = False
+
+    def skip_steps(self, steps: int, batch_size: int, drop_last: bool) -> None:
+        """Resume after ``steps`` optimizer steps of ``resume_epoch``, each of which took one
+        batch of ``batch_size`` from this sampler's loader, passing over it again when done."""
+        per_pass = len(self) // batch_size if drop_last else -(-len(self) // batch_size)
+        self.skip = (steps % per_pass) * batch_size
 
     def __iter__(self) -> Iterator[int]:
         indices = list(super().__iter__())
-        return iter(indices[self.skip :] if self.epoch == self.resume_epoch else indices)
+        if self.epoch != self.resume_epoch or self._resumed:
+            return iter(indices)
+        self._resumed = True
+        return iter(indices[self.skip :])
 
 
 def drops_last_batch(per_rank: int, batch_size: int) -> bool:
@@ -230,10 +242,11 @@ class VLPDataModule(LightningDataModule):
             "collate_fn": collate if tag is None else TaggedCollate(collate, tag),
         }
         if not isinstance(dataset, IterableDataset):
-            # a mixture's shorter datasets cycle, so a resumed epoch cannot skip by count
-            sampler = self._sampler(dataset, train, resume=tag is None)
+            sampler = self._sampler(dataset, train)
             if train:
                 options["drop_last"] = drops_last_batch(len(sampler), batch_size)
+                steps = self.resume_position[1] // self.batch_size  # one batch of each dataset
+                sampler.skip_steps(steps, batch_size, options["drop_last"])
             return DataLoader(
                 dataset, sampler=sampler, persistent_workers=self.num_workers > 0, **options
             )
@@ -287,7 +300,7 @@ class VLPDataModule(LightningDataModule):
         recipes = tuple(n for n in self.needs if not isinstance(n, str))
         return BatchMasks(recipes, self.seed) if recipes else None
 
-    def _sampler(self, dataset: Dataset, train: bool, resume: bool = True) -> Sampler:
+    def _sampler(self, dataset: Dataset, train: bool) -> Sampler:
         """Our own samplers, so Lightning does not substitute its own.
 
         Training: one seeded permutation split across ranks. Evaluation: every
@@ -298,7 +311,6 @@ class VLPDataModule(LightningDataModule):
         )
         if not train:
             return EvalShardSampler(dataset, world_size, rank, shuffle=False)
-        epoch, skip = self.resume_position if resume else (-1, 0)
         return ResumableSampler(
             dataset,
             world_size,
@@ -306,8 +318,7 @@ class VLPDataModule(LightningDataModule):
             shuffle=self.shuffle,
             seed=self.seed,
             drop_last=True,
-            resume_epoch=epoch,
-            skip=skip,
+            resume_epoch=self.resume_position[0],
         )
 
     def state_dict(self) -> dict[str, int]:

@@ -14,6 +14,7 @@ from torch.utils.data import DistributedSampler
 
 from tests.tiny import TINY_TEXT, TINY_VISION, quiet_trainer
 from vlp.datamodules.datamodule import ResumableSampler, VLPDataModule
+from vlp.datamodules.mixture import MixturePart
 from vlp.datamodules.synthetic import SyntheticScenes
 from vlp.datamodules.transforms import Augment
 from vlp.encoders import TextEncoder, VisionEncoder
@@ -60,10 +61,18 @@ def model() -> VLPModule:
     )
 
 
-def data(module: VLPModule) -> VLPDataModule:
-    """Shuffled each epoch; augmentation off and one caption per image, so only the order varies."""
+def data(module: VLPModule, mixture: bool) -> VLPDataModule:
+    """Shuffled each epoch; augmentation off and one caption per image, so only the order varies.
+
+    The mixture adds a dataset of 2 batches to the 3-batch one: it restarts within every
+    epoch, so a resumed epoch must skip into it by the steps modulo its length.
+    """
+    scenes = SyntheticScenes("train", 4 * BATCHES_PER_EPOCH, captions_per_image=1)
+    shorter = SyntheticScenes("val", 8, captions_per_image=1)
+    parts = [MixturePart("scenes", scenes), MixturePart("shorter", shorter, weight=0.5)]
     return VLPDataModule(
-        train=SyntheticScenes("train", 4 * BATCHES_PER_EPOCH, captions_per_image=1),
+        train=None if mixture else scenes,
+        mixture=parts if mixture else None,
         batch_size=4,
         num_workers=0,
         image_size=32,
@@ -73,7 +82,7 @@ def data(module: VLPModule) -> VLPDataModule:
 
 
 def train(
-    ckpt_dir: Path, *callbacks: Callback, ckpt_path: str | None = None
+    ckpt_dir: Path, *callbacks: Callback, mixture: bool, ckpt_path: str | None = None
 ) -> tuple[VLPModule, LossRecorder]:
     recorder = LossRecorder()
     module = model()
@@ -86,27 +95,29 @@ def train(
             ModelCheckpoint(ckpt_dir, every_n_train_steps=CHECKPOINT_EVERY, save_top_k=-1),
         ],
     )
-    trainer.fit(module, datamodule=data(module), ckpt_path=ckpt_path)
+    trainer.fit(module, datamodule=data(module, mixture), ckpt_path=ckpt_path)
     return module, recorder
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[VLPModule, LossRecorder]:
-    return train(tmp_path_factory.mktemp("uninterrupted"))
+@pytest.fixture(scope="module", params=[False, True], ids=["one_dataset", "mixture"])
+def uninterrupted(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[bool, VLPModule, LossRecorder]:
+    return request.param, *train(tmp_path_factory.mktemp("uninterrupted"), mixture=request.param)
 
 
 @pytest.mark.parametrize("kill_after", [3, 5], ids=["epoch0", "epoch1"])
 def test_killed_and_resumed_run_matches_the_uninterrupted_one(
-    kill_after: int, uninterrupted: tuple[VLPModule, LossRecorder], tmp_path: Path
+    kill_after: int, uninterrupted: tuple[bool, VLPModule, LossRecorder], tmp_path: Path
 ) -> None:
-    reference, reference_losses = uninterrupted
+    mixture, reference, reference_losses = uninterrupted
     with pytest.raises(Killed):
-        train(tmp_path / "killed", KillAfter(kill_after))
+        train(tmp_path / "killed", KillAfter(kill_after), mixture=mixture)
     last = max((tmp_path / "killed").glob("*.ckpt"), key=lambda p: int(p.stem.split("step=")[1]))
     resumed_from = int(last.stem.split("step=")[1])
     assert resumed_from == kill_after - 1
     assert resumed_from % BATCHES_PER_EPOCH != 0  # mid-epoch
-    resumed, resumed_losses = train(tmp_path / "resumed", ckpt_path=str(last))
+    resumed, resumed_losses = train(tmp_path / "resumed", mixture=mixture, ckpt_path=str(last))
 
     assert sorted(resumed_losses.losses) == list(range(resumed_from, EPOCHS * BATCHES_PER_EPOCH))
     for step, loss in resumed_losses.losses.items():
@@ -135,3 +146,15 @@ def test_sampler_skips_what_this_rank_trained_on_only_in_the_resumed_epoch() -> 
     assert indices(resumed, 1) == indices(plain, 1)[4:]
     assert indices(resumed, 2) == indices(plain, 2)
     assert len(resumed) == len(plain) == 6
+
+
+def test_a_restarting_dataset_skips_the_steps_modulo_its_batches_once_per_epoch() -> None:
+    sampler = ResumableSampler(
+        range(10), 1, 0, shuffle=True, seed=1, drop_last=True, resume_epoch=0
+    )
+    sampler.skip_steps(5, batch_size=3, drop_last=True)  # 3 batches a pass: 5 steps = 1 pass + 2
+    full = list(DistributedSampler(range(10), 1, 0, shuffle=True, seed=1, drop_last=True))
+    assert list(sampler) == full[6:]
+    assert list(sampler) == full  # the next pass in the same epoch starts at its beginning
+    sampler.skip_steps(5, batch_size=3, drop_last=False)  # 4 batches a pass, the last of 1
+    assert sampler.skip == 3
