@@ -158,7 +158,10 @@ def installed_vlp(entry: str) -> list[str]:
     holds ``objectives`` and ``datamodules``). The ``vlp`` console script has no such entry.
     """
     module, function = entry.split(":")
-    code = f"import sys; sys.path[:] = [p for p in sys.path if p]; from {module} import {function}; {function}()"
+    code = (
+        "import sys; sys.path[:] = [p for p in sys.path if p]; "  # drop the working directory
+        f"from {module} import {function}; {function}()"
+    )
     return [sys.executable, "-c", code]
 
 
@@ -170,7 +173,7 @@ def resolve_configs(arg_lists: list[list[str]]) -> list[dict[str, Any]]:
     ``limit_train_batches=3`` comes back as ``3.0``, which Lightning reads as a fraction).
     """
     child = subprocess.run(
-        installed_vlp("vlp.sweep_run:_print_configs"),
+        installed_vlp("vlp.sweep_run:print_configs"),
         input=json.dumps(arg_lists),
         stdout=subprocess.PIPE,
         text=True,
@@ -180,7 +183,7 @@ def resolve_configs(arg_lists: list[list[str]]) -> list[dict[str, Any]]:
     return [yaml.safe_load(text) for text in json.loads(child.stdout)]
 
 
-def _print_configs() -> None:
+def print_configs() -> None:
     """The child of ``resolve_configs``: argument lists as JSON on stdin, configs on stdout."""
     from vlp.cli import run_cli
 
