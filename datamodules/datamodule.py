@@ -73,8 +73,8 @@ class ResumableSampler(DistributedSampler):
         self.skip = skip
         self._resumed = False
 
-    def skip_steps(self, steps: int, batch_size: int, drop_last: bool) -> None:
-        """Resume after ``steps`` optimizer steps of ``resume_epoch``, each of which took one
+    def resume_after(self, steps: int, batch_size: int, drop_last: bool) -> None:
+        """Resume after ``steps`` training steps of ``resume_epoch``, each of which took one
         batch of ``batch_size`` from this sampler's loader, passing over it again when done."""
         per_pass = len(self) // batch_size if drop_last else -(-len(self) // batch_size)
         self.skip = (steps % per_pass) * batch_size
@@ -245,8 +245,9 @@ class VLPDataModule(LightningDataModule):
             sampler = self._sampler(dataset, train)
             if train:
                 options["drop_last"] = drops_last_batch(len(sampler), batch_size)
-                steps = self.resume_position[1] // self.batch_size  # one batch of each dataset
-                sampler.skip_steps(steps, batch_size, options["drop_last"])
+                # a training step (batch_idx) takes one batch of each dataset
+                steps = self.resume_position[1] // self.batch_size
+                sampler.resume_after(steps, batch_size, options["drop_last"])
             return DataLoader(
                 dataset, sampler=sampler, persistent_workers=self.num_workers > 0, **options
             )

@@ -152,9 +152,9 @@ def test_a_restarting_dataset_skips_the_steps_modulo_its_batches_once_per_epoch(
     sampler = ResumableSampler(
         range(10), 1, 0, shuffle=True, seed=1, drop_last=True, resume_epoch=0
     )
-    sampler.skip_steps(5, batch_size=3, drop_last=True)  # 3 batches a pass: 5 steps = 1 pass + 2
+    sampler.resume_after(5, batch_size=3, drop_last=True)  # 3 batches a pass: 5 steps = 1 pass + 2
     full = list(DistributedSampler(range(10), 1, 0, shuffle=True, seed=1, drop_last=True))
     assert list(sampler) == full[6:]
     assert list(sampler) == full  # the next pass in the same epoch starts at its beginning
-    sampler.skip_steps(5, batch_size=3, drop_last=False)  # 4 batches a pass, the last of 1
+    sampler.resume_after(5, batch_size=3, drop_last=False)  # 4 batches a pass, the last of 1
     assert sampler.skip == 3
