@@ -369,10 +369,8 @@ def run(argv: list[str] | None = None) -> ThroughputResult:
 
     total = args.warmup + args.steps  # FLOPs are counted on warm-up step 0
     timer = StepTimer(args.warmup, args.steps, device)
-    callbacks: list[Callback] = [timer]
-    if args.profile:
-        callbacks.append(OpProfile(args.warmup, args.steps, device))
-    settings = bench_trainer(device, total, callbacks)
+    profiler = OpProfile(args.warmup, args.steps, device) if args.profile else None
+    settings = bench_trainer(device, total, [timer] + ([profiler] if profiler else []))
     trainer = Trainer(**{**vars(cli.config_init["trainer"]), **settings})
     with PeakMemory(device) as memory:
         trainer.fit(cli.model, train_dataloaders=Cycle(batches, total))
@@ -404,7 +402,7 @@ def run(argv: list[str] | None = None) -> ThroughputResult:
         mfu=achieved / peak,
         peak_memory_bytes=memory.peak,
         memory_kind=memory.kind,
-        profile=callbacks[-1].table(args.profile) if args.profile else "",
+        profile=profiler.table(args.profile) if profiler else "",
     )
 
 

@@ -165,12 +165,14 @@ class Flamingo(Objective):
 
     def forward(self, step: Step) -> dict[str, Tensor]:
         visual = self.resampler(step.media())  # [B, T, num_latents, D]
-        labels = step.field("lm_labels")
-        predict_at = predicting_positions(labels)
-        out = self.lm(
-            step.field("lm_ids"), visual, step.field("lm_mask"), predict_at, use_cache=False
-        )
-        return {"lm_loss": lm_loss(out.logits.float(), labels)}
+        ids, mask, labels = (step.field(name) for name in ("lm_ids", "lm_mask", "lm_labels"))
+        return {"lm_loss": self.lm_nll(ids, visual, mask, labels)}
+
+    def lm_nll(self, ids: Tensor, visual: Tensor, mask: Tensor, labels: Tensor) -> Tensor:
+        """Eq. 1's mean NLL of ``labels`` given ``visual``; the LM projects onto its vocabulary
+        only the positions whose next token is a target."""
+        out = self.lm(ids, visual, mask, predicting_positions(labels), use_cache=False)
+        return lm_loss(out.logits.float(), labels)
 
     def resample_images(self, image_tokens: Tensor) -> Tensor:
         """Each image's patch tokens [M, N, D] on its own → its visual tokens [M, n, D].

@@ -21,6 +21,7 @@ KV cache as a cached continuation, which a prefix cache would be mistaken for.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -28,7 +29,7 @@ from torch import Tensor, nn
 
 from vlp.distributed import global_mean
 from vlp.encoders import Encoders
-from vlp.flamingo import END_OF_CHUNK, IMAGE, lm_loss, predicting_positions
+from vlp.flamingo import END_OF_CHUNK, IMAGE
 from vlp.flamingo.generation import Decoding, generate_from_ids
 from vlp.objectives.flamingo import Flamingo
 from vlp.prompting.prompt_encoder import PromptEncoder, Reparameterization
@@ -147,8 +148,8 @@ class FlamingoPromptTuning(Flamingo):
         if not rows:
             return global_mean(self.prompts[task]().sum() * 0, 0)
         batch = self.prompted_batch(task, values, targets).to(visual.device)
-        logits = self.prompted_logits(task, batch, visual[rows], predicting_positions(batch.labels))
-        return lm_loss(logits.float(), batch.labels)
+        with self._spliced(task, batch.slot_mask):
+            return self.lm_nll(batch.input_ids, visual[rows], batch.attention_mask, batch.labels)
 
     def prompted_batch(
         self, task: Task, values: Sequence[dict[str, str]], targets: Sequence[str]
@@ -160,15 +161,15 @@ class FlamingoPromptTuning(Flamingo):
         texts = [f"{target.strip()}{end}" for target in targets]
         return self.templates[task].batch(tokenizer, values, texts, padding_side="right")
 
-    def prompted_logits(
-        self, task: Task, batch: PromptedBatch, visual: Tensor, predict_at: Tensor | None = None
-    ) -> Tensor:
-        """The LM's logits for ``batch`` with the task's prompt vectors at its slots (at the
-        True positions of ``predict_at`` only, as ``FlamingoLM`` gives them)."""
+    def prompted_logits(self, task: Task, batch: PromptedBatch, visual: Tensor) -> Tensor:
+        """The LM's logits for ``batch`` with the task's prompt vectors at its slots."""
+        with self._spliced(task, batch.slot_mask):
+            return self.lm(batch.input_ids, visual, batch.attention_mask, use_cache=False).logits
+
+    def _spliced(self, task: Task, slot_mask: Tensor) -> AbstractContextManager[None]:
+        """Inside, the LM's input embeddings carry the task's prompt vectors at ``slot_mask``."""
         embedding = self.lm.lm.get_input_embeddings()
-        with prompts_spliced(embedding, batch.slot_mask, self.prompts[task]()):
-            mask = batch.attention_mask
-            return self.lm(batch.input_ids, visual, mask, predict_at, use_cache=False).logits
+        return prompts_spliced(embedding, slot_mask, self.prompts[task]())
 
     @torch.no_grad()
     def generate_prompted(
@@ -184,7 +185,7 @@ class FlamingoPromptTuning(Flamingo):
             self.lm.tokenizer, queries, open_end=True, padding_side="left"
         )
         slots = batch.slot_mask.repeat_interleave(decoding.num_beams, dim=0).to(visual.device)
-        with prompts_spliced(self.lm.lm.get_input_embeddings(), slots, self.prompts[task]()):
+        with self._spliced(task, slots):
             return generate_from_ids(
                 self.lm, visual, batch.input_ids, batch.attention_mask, decoding
             )
