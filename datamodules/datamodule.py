@@ -260,6 +260,8 @@ class VLPDataModule(LightningDataModule):
             persistent_workers=False,  # workers made anew each epoch see its shard order
             **options,
         )
+        if self.resume_position[0] >= 0:
+            loader.resume_after(self.resume_position[0], self.resume_position[1] // self.batch_size)
         self._lockstep_loaders.append(loader)
         return loader
 
@@ -323,17 +325,29 @@ class VLPDataModule(LightningDataModule):
         )
 
     def state_dict(self) -> dict[str, int]:
-        """Where training is within the epoch, saved in every checkpoint written while fitting."""
+        """Where the next training batch comes from, saved in every checkpoint written while
+        fitting: a checkpoint after an epoch's last batch resumes at the next epoch's start,
+        as Lightning's loops do."""
         if self.trainer is None or self.trainer.state.fn != TrainerFn.FITTING:
             return {}
-        batches = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        return {"epoch": self.trainer.current_epoch, "samples": batches * self.batch_size}
+        progress = self.trainer.fit_loop.epoch_loop.batch_progress
+        if progress.is_last_batch:
+            return {"epoch": self.trainer.current_epoch + 1, "samples": 0}
+        return {
+            "epoch": self.trainer.current_epoch,
+            "samples": progress.current.processed * self.batch_size,
+        }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Lightning restores this before it builds the training loader."""
         self.resume_position = (state["epoch"], state["samples"])
 
     def train_dataloader(self) -> DataLoader | CombinedLoader:
+        loader = self._train_loader()
+        self.resume_position = (-1, 0)  # a loader made anew later (reloading) starts its epoch
+        return loader
+
+    def _train_loader(self) -> DataLoader | CombinedLoader:
         if not self.mixture:
             return self._loader("train", train=True)
         loaders = {

@@ -22,8 +22,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
+from vlp.datamodules.formats.split import WorkerStart
 from vlp.distributed import any_rank
 
 
@@ -48,14 +50,51 @@ class LockstepLoader(DataLoader):
         self.epoch = epoch
         #: batches this rank had but dropped because another rank ran out, this epoch
         self.dropped_batches = 0
+        self._resume: tuple[int, int] | None = None
+
+    def resume_after(self, epoch: int, steps: int) -> None:
+        """Make the next pass the rest of ``epoch``, after the ``steps`` batches this rank
+        trained on in it before a checkpoint.
+
+        The epoch is given, not read from the trainer: a resumed run's fit loop makes
+        its first iterator (and fetches a batch ahead) before it restores its epoch.
+        Batch ``i`` of a pass comes from worker ``i mod W`` (each of the ``W`` workers
+        batches its own share of the stream), so worker ``w`` of the resumed pass reads
+        as worker ``(w + steps) mod W``, whose batch comes next, and skips the batches
+        that worker had made. That is exact unless a worker's share ran out before the
+        checkpoint, which only happens in an epoch's last batches.
+        """
+        self._resume = (epoch, steps)
+
+    def _start_part_way(self, steps: int) -> bool:
+        """Tell the dataset where each worker starts this pass, ``steps`` batches in."""
+        if not getattr(self.dataset, "can_start_part_way", False):
+            rank_zero_warn(
+                f"{type(self.dataset).__name__} cannot start part-way: the resumed epoch "
+                f"reads again the {steps} batches this rank trained on before the checkpoint"
+            )
+            return False
+        workers = max(self.num_workers, 1)
+        made = [steps // workers + (w < steps % workers) for w in range(workers)]
+        reads_as = [(w + steps) % workers for w in range(workers)]
+        self.dataset.start_next_pass(
+            tuple(WorkerStart(r, made[r] * self.batch_size) for r in reads_as)
+        )
+        return True
 
     def __iter__(self) -> Iterator[Any]:
         self.dropped_batches = 0
+        epoch, steps = self._resume or (self.epoch(), 0)
+        self._resume = None
         if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(self.epoch())
+            self.dataset.set_epoch(epoch)
+        resuming = steps > 0 and self._start_part_way(steps)
         batches = super().__iter__()
         while True:
             batch = next(batches, None)
+            if resuming:  # every worker's copy (or the in-process iterator) has read it by now
+                self.dataset.start_next_pass(())
+                resuming = False
             if any_rank(batch is None, self.device):
                 break
             yield batch

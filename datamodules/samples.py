@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, IterableDataset
 
+from vlp.datamodules.formats.split import WorkerStart
 from vlp.datamodules.records import ImageTextRecord, SkippedRecord
 
 
@@ -160,6 +161,14 @@ class StreamedSamples(IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         if hasattr(self.source, "set_epoch"):
             self.source.set_epoch(epoch)
+
+    @property
+    def can_start_part_way(self) -> bool:
+        """Whether the source's passes can start part-way in (``start_next_pass``)."""
+        return getattr(self.source, "can_start_part_way", False)
+
+    def start_next_pass(self, starts: tuple[WorkerStart, ...]) -> None:
+        self.source.start_next_pass(starts)
 
     def __iter__(self) -> Iterator[Sample | SkippedRecord]:
         for record in self.source:

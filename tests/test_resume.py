@@ -1,5 +1,5 @@
-"""A run killed mid-epoch and resumed from its last checkpoint ends where an
-uninterrupted run ends: same weights, EMA teachers, queues, optimizer state and
+"""A run killed mid-epoch (or just after an epoch's end) and resumed from its last
+checkpoint ends where an uninterrupted run ends, for one dataset, a mixture and a stream: same weights, EMA teachers, queues, optimizer state and
 losses, because every step after the resume sees the batch it would have seen."""
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from torch.utils.data import DistributedSampler
 
 from tests.tiny import TINY_TEXT, TINY_VISION, quiet_trainer
 from vlp.datamodules.datamodule import ResumableSampler, VLPDataModule
+from vlp.datamodules.formats.shards import WebDatasetShards
+from vlp.datamodules.formats.writers import write_records
 from vlp.datamodules.mixture import MixturePart
 from vlp.datamodules.synthetic import SyntheticScenes
 from vlp.datamodules.transforms import Augment
@@ -22,8 +24,9 @@ from vlp.module import VLPModule
 from vlp.objectives.momentum import MomentumContrastive
 
 BATCHES_PER_EPOCH = 3
-EPOCHS = 2
-CHECKPOINT_EVERY = 2  # optimizer steps: checkpoints at steps 2 (epoch 0) and 4 (epoch 1)
+EPOCHS = 3
+# optimizer steps: checkpoints at steps 2 and 4 (mid-epoch 0 and 1) and 6 (the end of epoch 1)
+CHECKPOINT_EVERY = 2
 
 
 class Killed(Exception):
@@ -61,18 +64,23 @@ def model() -> VLPModule:
     )
 
 
-def data(module: VLPModule, mixture: bool) -> VLPDataModule:
+def data(module: VLPModule, kind: str, shards_dir: Path) -> VLPDataModule:
     """Shuffled each epoch; augmentation off and one caption per image, so only the order varies.
 
-    The mixture adds a dataset of 2 batches to the 3-batch one: it restarts within every
-    epoch, so a resumed epoch must skip into it by the steps modulo its length.
+    ``mixture`` adds a dataset of 2 batches to the 3-batch one: it restarts within every
+    epoch, so a resumed epoch must skip into it by the steps modulo its length. ``stream``
+    reads the 3 batches from WebDataset shards of one batch each, in an order shuffled per
+    epoch, so a resumed epoch must skip into a stream.
     """
     scenes = SyntheticScenes("train", 4 * BATCHES_PER_EPOCH, captions_per_image=1)
     shorter = SyntheticScenes("val", 8, captions_per_image=1)
     parts = [MixturePart("scenes", scenes), MixturePart("shorter", shorter, weight=0.5)]
+    sources = {"one_dataset": {"train": scenes}, "mixture": {"mixture": parts}}
+    if kind == "stream":
+        shards = write_records((scenes[i] for i in range(len(scenes))), shards_dir, "webdataset", 4)
+        sources["stream"] = {"train": WebDatasetShards(str(shards), shuffle_shards=True, seed=1)}
     return VLPDataModule(
-        train=None if mixture else scenes,
-        mixture=parts if mixture else None,
+        **sources[kind],
         batch_size=4,
         num_workers=0,
         image_size=32,
@@ -82,7 +90,7 @@ def data(module: VLPModule, mixture: bool) -> VLPDataModule:
 
 
 def train(
-    ckpt_dir: Path, *callbacks: Callback, mixture: bool, ckpt_path: str | None = None
+    ckpt_dir: Path, *callbacks: Callback, kind: str, ckpt_path: str | None = None
 ) -> tuple[VLPModule, LossRecorder]:
     recorder = LossRecorder()
     module = model()
@@ -95,29 +103,32 @@ def train(
             ModelCheckpoint(ckpt_dir, every_n_train_steps=CHECKPOINT_EVERY, save_top_k=-1),
         ],
     )
-    trainer.fit(module, datamodule=data(module, mixture), ckpt_path=ckpt_path)
+    trainer.fit(
+        module,
+        datamodule=data(module, kind, ckpt_dir.with_name(f"{ckpt_dir.name}_shards")),
+        ckpt_path=ckpt_path,
+    )
     return module, recorder
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["one_dataset", "mixture"])
+@pytest.fixture(scope="module", params=["one_dataset", "mixture", "stream"])
 def uninterrupted(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[bool, VLPModule, LossRecorder]:
-    return request.param, *train(tmp_path_factory.mktemp("uninterrupted"), mixture=request.param)
+) -> tuple[str, VLPModule, LossRecorder]:
+    return request.param, *train(tmp_path_factory.mktemp("uninterrupted"), kind=request.param)
 
 
-@pytest.mark.parametrize("kill_after", [3, 5], ids=["epoch0", "epoch1"])
+@pytest.mark.parametrize("kill_after", [3, 5, 7], ids=["epoch0", "epoch1", "epoch_end"])
 def test_killed_and_resumed_run_matches_the_uninterrupted_one(
-    kill_after: int, uninterrupted: tuple[bool, VLPModule, LossRecorder], tmp_path: Path
+    kill_after: int, uninterrupted: tuple[str, VLPModule, LossRecorder], tmp_path: Path
 ) -> None:
-    mixture, reference, reference_losses = uninterrupted
+    kind, reference, reference_losses = uninterrupted
     with pytest.raises(Killed):
-        train(tmp_path / "killed", KillAfter(kill_after), mixture=mixture)
+        train(tmp_path / "killed", KillAfter(kill_after), kind=kind)
     last = max((tmp_path / "killed").glob("*.ckpt"), key=lambda p: int(p.stem.split("step=")[1]))
     resumed_from = int(last.stem.split("step=")[1])
     assert resumed_from == kill_after - 1
-    assert resumed_from % BATCHES_PER_EPOCH != 0  # mid-epoch
-    resumed, resumed_losses = train(tmp_path / "resumed", mixture=mixture, ckpt_path=str(last))
+    resumed, resumed_losses = train(tmp_path / "resumed", kind=kind, ckpt_path=str(last))
 
     assert sorted(resumed_losses.losses) == list(range(resumed_from, EPOCHS * BATCHES_PER_EPOCH))
     for step, loss in resumed_losses.losses.items():

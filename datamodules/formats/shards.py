@@ -13,9 +13,10 @@ import json
 import random
 import tarfile
 from collections.abc import Iterable, Iterator
+from itertools import islice
 from typing import IO, Any
 
-from torch.utils.data import IterableDataset
+from torch.utils.data import IterableDataset, get_worker_info
 from webdataset.gopen import gopen
 from webdataset.shardlists import expand_urls
 from webdataset.tariterators import group_by_keys
@@ -23,7 +24,13 @@ from webdataset.tariterators import group_by_keys
 from vlp.datamodules.formats.decode import MAX_PIXELS
 from vlp.datamodules.formats.fields import parse_entry
 from vlp.datamodules.formats.sample import RawSample, check_on_error, materialise
-from vlp.datamodules.formats.split import Consumer, assigned_to, current_consumer, splits_by_shard
+from vlp.datamodules.formats.split import (
+    Consumer,
+    WorkerStart,
+    assigned_to,
+    current_consumer,
+    splits_by_shard,
+)
 from vlp.datamodules.records import BadSampleError, ImageTextRecord, SkippedRecord
 
 IMAGE_SUFFIXES = ("jpg", "jpeg", "png", "webp")
@@ -37,9 +44,12 @@ class WebDatasetShards(IterableDataset):
     With ``shuffle_shards`` the shard order is a permutation fixed by ``seed`` and
     the epoch given to ``set_epoch``, identical in every consumer. DataLoader
     workers receive a copy of the dataset when an epoch's iterator is created,
-    so call ``set_epoch`` before that (not with ``persistent_workers``); the data
-    module's training loader does (``vlp.datamodules.lockstep``).
+    so call ``set_epoch`` (and ``start_next_pass``) before that (not with
+    ``persistent_workers``); the data module's training loader does
+    (``vlp.datamodules.lockstep``).
     """
+
+    can_start_part_way = True
 
     def __init__(
         self,
@@ -58,6 +68,7 @@ class WebDatasetShards(IterableDataset):
         self.shuffle_shards = shuffle_shards
         self.seed = seed
         self.epoch = 0
+        self.starts: tuple[WorkerStart, ...] = ()
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -68,11 +79,23 @@ class WebDatasetShards(IterableDataset):
             random.Random(f"{self.seed}:{self.epoch}").shuffle(order)
         return order
 
-    def __iter__(self) -> Iterator[ImageTextRecord | SkippedRecord]:
-        return self.iter_as(current_consumer())
+    def start_next_pass(self, starts: tuple[WorkerStart, ...]) -> None:
+        """Where each DataLoader worker starts the next pass (``starts[w]`` for worker ``w``):
+        how a run resumed mid-epoch goes on where its checkpoint left the stream. Skipped
+        items are read but not decoded. Clear it (``()``) once the pass has started."""
+        self.starts = tuple(starts)
 
-    def iter_as(self, consumer: Consumer) -> Iterator[ImageTextRecord | SkippedRecord]:
-        """This consumer's share of the stream, decoded."""
+    def __iter__(self) -> Iterator[ImageTextRecord | SkippedRecord]:
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
+        start = self.starts[worker] if self.starts else WorkerStart(worker, 0)
+        consumer = current_consumer(worker=start.reads_as, num_workers=num_workers)
+        return self.iter_as(consumer, start.skip)
+
+    def iter_as(
+        self, consumer: Consumer, skip: int = 0
+    ) -> Iterator[ImageTextRecord | SkippedRecord]:
+        """This consumer's share of the stream, decoded, from its ``skip``-th item on."""
         shards = self.shard_order()
         if splits_by_shard(len(shards), consumer):
             mine = [url for position, url in enumerate(shards) if assigned_to(position, consumer)]
@@ -81,7 +104,7 @@ class WebDatasetShards(IterableDataset):
             entries = (
                 e for position, e in enumerate(_entries(shards)) if assigned_to(position, consumer)
             )
-        for entry in entries:
+        for entry in islice(entries, skip, None):
             yield materialise(_to_sample(entry), self.on_error, self.max_pixels)
 
 

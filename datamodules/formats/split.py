@@ -59,3 +59,12 @@ def splits_by_shard(n_shards: int, consumer: Consumer) -> bool:
 def assigned_to(position: int, consumer: Consumer) -> bool:
     """Whether the shard (or sample) at ``position`` belongs to ``consumer``."""
     return position % consumer.count == consumer.index
+
+
+@dataclass(frozen=True)
+class WorkerStart:
+    """Where a DataLoader worker starts a pass: it reads as worker ``reads_as`` (whose share
+    of the stream it takes) and drops the first ``skip`` items of that share."""
+
+    reads_as: int
+    skip: int
