@@ -24,6 +24,7 @@ from vlp.evaluation.evaluator import Evaluator
 from vlp.objectives.base import Objective, weighted_total
 from vlp.optim import apply_lr_multipliers, parameter_groups, warmup_cosine
 from vlp.prompting.freezing import ParameterCount, train_only
+from vlp.sharding import refuse_sharded_evaluation, shard_model
 from vlp.staged import init_from_checkpoint
 from vlp.step import Step
 from vlp.teachers import EMATeacher
@@ -125,6 +126,18 @@ class VLPModule(LightningModule):
         for module in frozen:
             module.eval()
         return frozen
+
+    def configure_model(self) -> None:
+        """Under Lightning's ``ModelParallelStrategy``, shard the model (``vlp.sharding``)."""
+        mesh = self.device_mesh
+        if mesh is None:
+            return
+        if mesh["tensor_parallel"].size() != 1:
+            raise ValueError(
+                "trainer.strategy: vlp shards over data-parallel ranks only (FSDP); "
+                "set ModelParallelStrategy's tensor_parallel_size: 1"
+            )
+        shard_model(self, mesh["data_parallel"])
 
     def on_train_start(self) -> None:
         """Report how much of the model trains: all of it, or a prompt of a frozen model."""
@@ -253,6 +266,15 @@ class VLPModule(LightningModule):
         for module in self.modules():
             if isinstance(module, EMATeacher):
                 module.update()
+
+    def on_validation_start(self) -> None:
+        refuse_sharded_evaluation(self, "validation")
+
+    def on_test_start(self) -> None:
+        refuse_sharded_evaluation(self, "test")
+
+    def on_predict_start(self) -> None:
+        refuse_sharded_evaluation(self, "predict")
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self.evaluator.add(batch)

@@ -1,8 +1,11 @@
 """Run SGD steps of a tiny model on the first synthetic samples; save losses and weights.
 
 Launched by ``test_ddp_equivalence.py`` as ``python -m tests.distributed.one_step DEVICES
-BATCH OUT OBJECTIVE STEPS`` so that Lightning's DDP launcher can re-run it in each process.
-OBJECTIVE is ``itc`` (in-batch, gathered with gradients), ``tcl`` (momentum
+BATCH OUT OBJECTIVE STEPS [STRATEGY]`` so that Lightning's launcher can re-run it in each
+process. STRATEGY is ``ddp`` (the default) or ``fsdp`` (every weight sharded over the
+processes: Lightning's ``ModelParallelStrategy`` and ``vlp.sharding``).
+OBJECTIVE is ``itc`` (in-batch, gathered with gradients), ``flamingo`` (ITC and the LM
+loss of a tiny frozen GPT-2 through the resampler and gated cross-attention), ``tcl`` (momentum
 distillation, queues, IMC and LMI; deterministic: no second view, no dropout) or
 ``data2vec`` (multimodal: block-masked images and span-masked captions through
 the fusion encoder, EMA teachers with a ramped τ; masks drawn per sample while
@@ -17,14 +20,18 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from lightning.pytorch import Callback, Trainer, seed_everything
+from lightning.pytorch.strategies import ModelParallelStrategy
 from safetensors.torch import save_file
+from torch.distributed.tensor import DTensor
 
+from tests.objectives.flamingo_tiny import TINY_LM, tiny_flamingo
 from tests.tiny import TINY_TEXT, TINY_VISION
 from vlp.datamodules.datamodule import VLPDataModule
 from vlp.datamodules.synthetic import SyntheticScenes
 from vlp.datamodules.transforms import Augment
 from vlp.encoders import FusionConfig, TextEncoder, VisionEncoder
 from vlp.module import Schedule, VLPModule
+from vlp.objectives.base import Objective
 from vlp.objectives.contrastive import Contrastive
 from vlp.objectives.data2vec import Data2Vec, ImageBranch, Targets, TextBranch
 from vlp.objectives.tcl import TripleContrastive
@@ -45,22 +52,31 @@ class RecordLoss(Callback):
         self.losses.append(loss.item())
 
 
-def objective(name: str):
+def objectives(name: str) -> list[Objective]:
     if name == "itc":
-        return Contrastive(embed_dim=16)
+        return [Contrastive(embed_dim=16)]
+    if name == "flamingo":  # beside ITC on the shared vision tower; no dropout in the LM
+        lm = {**TINY_LM, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
+        return [Contrastive(embed_dim=16), tiny_flamingo(lm_config=lm)]
     if name == "data2vec":
-        return Data2Vec(
-            modality="multimodal",
-            image=ImageBranch(min_block=2, targets=Targets(top_k=2, layer_output="ffn")),
-            text=TextBranch(mask_ratio=0.5, targets=Targets(top_k=3)),
-            ema=DecaySchedule(0.9, 0.99, 2),
+        return [
+            Data2Vec(
+                modality="multimodal",
+                image=ImageBranch(min_block=2, targets=Targets(top_k=2, layer_output="ffn")),
+                text=TextBranch(mask_ratio=0.5, targets=Targets(top_k=3)),
+                ema=DecaySchedule(0.9, 0.99, 2),
+            )
+        ]
+    return [
+        TripleContrastive(
+            embed_dim=16, queue_size=64, momentum_view="images", momentum_dropout=False
         )
-    return TripleContrastive(
-        embed_dim=16, queue_size=64, momentum_view="images", momentum_dropout=False
-    )
+    ]
 
 
-def main(devices: int, batch_size: int, out: Path, name: str, steps: int) -> None:
+def main(
+    devices: int, batch_size: int, out: Path, name: str, steps: int, strategy: str = "ddp"
+) -> None:
     seed_everything(0)
     model = VLPModule(
         VisionEncoder(
@@ -69,7 +85,7 @@ def main(devices: int, batch_size: int, out: Path, name: str, steps: int) -> Non
             model_kwargs=TINY_VISION,
         ),
         TextEncoder(config=TINY_TEXT, max_length=16),
-        [objective(name)],
+        objectives(name),
         fusion=FusionConfig(depth=2, heads=2),
         optimizer=lambda params: torch.optim.SGD(params, lr=0.5),
         schedule=Schedule(warmup_steps=0, min_lr_ratio=1.0),
@@ -82,22 +98,24 @@ def main(devices: int, batch_size: int, out: Path, name: str, steps: int) -> Non
         augment=Augment(crop_scale=None, brightness_contrast=0.0),
         shuffle=False,
         tokenize=model.tokenize,
+        lm_tokenize=model.lm_tokenize,
         needs=model.batch_needs,
     )
-    rank, state = fit_and_record(model, data, devices, steps)
+    rank, state = fit_and_record(model, data, devices, steps, strategy)
     save_file(state, str(rank_path(out, rank)))
 
 
 def fit_and_record(
-    model: VLPModule, data: VLPDataModule, devices: int, steps: int
+    model: VLPModule, data: VLPDataModule, devices: int, steps: int, strategy: str = "ddp"
 ) -> tuple[int, dict[str, torch.Tensor]]:
     """Fit ``steps`` optimizer steps on ``devices`` CPU processes; this rank and its final
-    weights, with the global-batch loss of every step under ``loss``."""
+    weights (whole, gathered from the shards under ``fsdp``), with the global-batch loss
+    of every step under ``loss`` and the number of sharded parameters under ``sharded``."""
     recorder = RecordLoss()
     trainer = Trainer(
         accelerator="cpu",
         devices=devices,
-        strategy="ddp" if devices > 1 else "auto",
+        strategy=STRATEGIES[strategy](devices) if devices > 1 else "auto",
         max_steps=steps,
         logger=False,
         enable_checkpointing=False,
@@ -106,9 +124,21 @@ def fit_and_record(
         callbacks=[recorder],
     )
     trainer.fit(model, data)
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    state = {k: whole(v).clone() for k, v in model.state_dict().items()}  # tied: own copies
     state["loss"] = torch.tensor(recorder.losses)
+    state["sharded"] = torch.tensor(sum(isinstance(p, DTensor) for p in model.parameters()))
     return trainer.global_rank, state
+
+
+STRATEGIES = {
+    "ddp": lambda devices: "ddp",
+    "fsdp": lambda devices: ModelParallelStrategy(devices, 1, save_distributed_checkpoint=False),
+}
+
+
+def whole(value: torch.Tensor) -> torch.Tensor:
+    """A sharded weight gathered from every rank (every rank must call this together)."""
+    return value.full_tensor() if isinstance(value, DTensor) else value
 
 
 def rank_path(out: Path, rank: int) -> Path:
@@ -116,4 +146,5 @@ def rank_path(out: Path, rank: int) -> Path:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4], int(sys.argv[5]))
+    main(int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4], int(sys.argv[5]),
+         *sys.argv[6:])  # fmt: skip

@@ -1,9 +1,12 @@
-"""2 processes × B on gloo give the same losses and weights as 1 process × 2B."""
+"""2 processes × B on gloo give the same losses and weights as 1 process × 2B, whether
+each process holds the whole model (DDP) or a shard of every weight (FSDP)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -16,11 +19,26 @@ ROOT = Path(__file__).resolve().parents[2]
 QUEUE = ("image_queue.", "text_queue.")
 
 
-def run(devices: int, batch_size: int, out: Path, objective: str, steps: int) -> dict:
+def run(
+    devices: int, batch_size: int, out: Path, objective: str, steps: int, strategy: str = "ddp"
+) -> dict:
     command = [sys.executable, "-m", "tests.distributed.one_step"]
-    args = [str(devices), str(batch_size), str(out), objective, str(steps)]
+    args = [str(devices), str(batch_size), str(out), objective, str(steps), strategy]
     subprocess.run(command + args, check=True, timeout=600, capture_output=True, cwd=ROOT)
     return load_file(str(out))
+
+
+@pytest.fixture(scope="module")
+def single_process(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, int], dict]:
+    """The 1-process run of an objective, made once for both strategies."""
+
+    @cache
+    def single(objective: str, steps: int) -> dict:
+        return run(
+            1, 8, tmp_path_factory.mktemp(objective) / "single.safetensors", objective, steps
+        )
+
+    return single
 
 
 def sorted_queue(state: dict, prefix: str) -> torch.Tensor:
@@ -30,19 +48,27 @@ def sorted_queue(state: dict, prefix: str) -> torch.Tensor:
 
 
 @pytest.mark.ddp
-@pytest.mark.parametrize(("objective", "steps"), [("itc", 1), ("tcl", 2), ("data2vec", 2)])
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+@pytest.mark.parametrize(
+    ("objective", "steps"), [("itc", 1), ("tcl", 2), ("data2vec", 2), ("flamingo", 2)]
+)
 def test_two_ranks_match_one_rank_on_the_same_global_batch(
-    tmp_path: Path, objective: str, steps: int
+    single_process: Callable[[str, int], dict],
+    tmp_path: Path,
+    objective: str,
+    steps: int,
+    strategy: str,
 ) -> None:
-    single = run(1, 8, tmp_path / "single.safetensors", objective, steps)
-    double = run(2, 4, tmp_path / "double.safetensors", objective, steps)
+    single = single_process(objective, steps)
+    double = run(2, 4, tmp_path / "double.safetensors", objective, steps, strategy)
     assert torch.allclose(single["loss"], double["loss"], rtol=1e-5), (
         single["loss"],
         double["loss"],
     )
+    assert (int(double.pop("sharded")) > 20) == (strategy == "fsdp")
     compared = 0
     for name, value in single.items():
-        if any(q in name for q in QUEUE):
+        if name == "sharded" or any(q in name for q in QUEUE):
             continue
         assert torch.allclose(value, double[name], atol=1e-6, rtol=1e-5), name
         compared += 1

@@ -1,0 +1,100 @@
+"""Fully sharded data parallel training (FSDP2), for models too big to copy to every device.
+
+Under Lightning's ``ModelParallelStrategy`` with ``tensor_parallel_size: 1``,
+:meth:`vlp.module.VLPModule.configure_model` calls :func:`shard_model`. Every
+parameter is then split across the data-parallel ranks, and gathered only while it
+is used:
+
+- each layer of a stack (ViT blocks, text, fusion and decoder layers, Flamingo's
+  gated layers; in the EMA teachers too) is one unit, gathered for its forward and
+  its backward, then freed;
+- the LightningModule itself is the root unit: it holds the rest (embeddings,
+  projection heads, temperatures, the ITM head), gathered for the whole training
+  step, because objectives read one another's (ITM samples with ITC's temperature).
+
+Scalar parameters (temperatures) cannot be sharded: they stay whole on every rank
+and their gradients are averaged over the ranks by a hook.
+
+Teachers are sharded like their online modules (dimension 0 over the same ranks),
+so an EMA update stays elementwise on each rank's own shards.
+
+Only training is sharded. Save checkpoints whole (``save_distributed_checkpoint:
+false``) and evaluate, predict or export them on whole models, with DDP or one device.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
+
+#: the LightningModule methods that run the model: the root unit is gathered for each
+SHARDED_STEPS = ("training_step",)
+
+
+def stack_layers(model: nn.Module) -> Iterator[nn.Module]:
+    """The layers of every stack in ``model``, deepest first (FSDP shards inner units first).
+
+    A stack is a ``ModuleList`` or ``Sequential`` with at least two children of one
+    class defined outside ``torch.nn`` (a transformer block, not a Linear of an MLP).
+    """
+    found: list[nn.Module] = []
+    for container in model.modules():
+        if not isinstance(container, (nn.ModuleList, nn.Sequential)):
+            continue
+        counts = Counter(type(child) for child in container)
+        for child in container:
+            own_class = not type(child).__module__.startswith("torch.nn")
+            if (
+                own_class
+                and counts[type(child)] >= 2
+                and next(child.parameters(), None) is not None
+            ):
+                found.append(child)
+    depth = {module: name.count(".") for name, module in model.named_modules()}
+    yield from sorted(found, key=lambda module: -depth[module])
+
+
+def shard_model(model: nn.Module, mesh: DeviceMesh) -> None:
+    """Shard ``model`` in place over ``mesh`` (1-D: the data-parallel ranks); idempotent."""
+    if isinstance(model, FSDPModule):
+        return
+    if mesh.ndim != 1:
+        raise ValueError(f"shard over a 1-D data-parallel mesh, not {mesh.ndim}-D")
+    scalars = {p for p in model.parameters() if p.dim() == 0}
+    for layer in stack_layers(model):
+        fully_shard(layer, mesh=mesh, ignored_params=scalars)
+    fully_shard(model, mesh=mesh, ignored_params=scalars)
+    for method in SHARDED_STEPS:
+        register_fsdp_forward_method(model, method)
+    for scalar in scalars:
+        if scalar.requires_grad:
+            scalar.register_post_accumulate_grad_hook(_averaging_over(mesh))
+
+
+def _averaging_over(mesh: DeviceMesh) -> Callable[[Tensor], None]:
+    """A gradient hook for a parameter FSDP cannot shard (a scalar such as a temperature):
+    it stays whole on every rank, and its gradient is averaged over them, as DDP does."""
+    group = mesh.get_group()
+
+    def average(parameter: Tensor) -> None:
+        dist.all_reduce(parameter.grad, group=group)
+        parameter.grad /= dist.get_world_size(group)
+
+    return average
+
+
+def refuse_sharded_evaluation(model: nn.Module, what: str) -> None:
+    """Evaluation runs whole models: sharded ranks would run different numbers of forward
+    passes (uneven shares of the split, generation stopping at different lengths) and wait
+    for one another's gathers forever."""
+    if isinstance(model, FSDPModule):
+        raise RuntimeError(
+            f"{what} does not run on a sharded model (ModelParallelStrategy): fit with "
+            "trainer.limit_val_batches: 0 and num_sanity_val_steps: 0, then evaluate the "
+            "checkpoint with --trainer.strategy ddp (or auto)"
+        )
