@@ -24,7 +24,7 @@ from vlp.evaluation.evaluator import Evaluator
 from vlp.objectives.base import Objective, weighted_total
 from vlp.optim import apply_lr_multipliers, parameter_groups, warmup_cosine
 from vlp.prompting.freezing import ParameterCount, train_only
-from vlp.sharding import refuse_sharded_evaluation, shard_model
+from vlp.sharding import gather_whole, shard_again, shard_model
 from vlp.staged import init_from_checkpoint
 from vlp.step import Step
 from vlp.teachers import EMATeacher
@@ -268,13 +268,22 @@ class VLPModule(LightningModule):
                 module.update()
 
     def on_validation_start(self) -> None:
-        refuse_sharded_evaluation(self, "validation")
+        gather_whole(self)
+
+    def on_validation_end(self) -> None:
+        shard_again(self)
 
     def on_test_start(self) -> None:
-        refuse_sharded_evaluation(self, "test")
+        gather_whole(self)
+
+    def on_test_end(self) -> None:
+        shard_again(self)
 
     def on_predict_start(self) -> None:
-        refuse_sharded_evaluation(self, "predict")
+        gather_whole(self)
+
+    def on_predict_end(self) -> None:
+        shard_again(self)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self.evaluator.add(batch)

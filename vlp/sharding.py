@@ -9,7 +9,7 @@ is used:
   gated layers; in the EMA teachers too) is one unit, gathered for its forward and
   its backward, then freed;
 - the LightningModule itself is the root unit: it holds the rest (embeddings,
-  projection heads, temperatures, the ITM head), gathered for the whole training
+  projection heads, the ITM head), gathered for the whole training
   step, because objectives read one another's (ITM samples with ITC's temperature).
 
 Scalar parameters (temperatures) cannot be sharded: they stay whole on every rank
@@ -18,8 +18,10 @@ and their gradients are averaged over the ranks by a hook.
 Teachers are sharded like their online modules (dimension 0 over the same ranks),
 so an EMA update stays elementwise on each rank's own shards.
 
-Only training is sharded. Save checkpoints whole (``save_distributed_checkpoint:
-false``) and evaluate, predict or export them on whole models, with DDP or one device.
+Evaluation and prediction gather the whole model on every rank first
+(:func:`gather_whole`), as DDP holds it. Save checkpoints whole
+(``save_distributed_checkpoint: false``): ``vlp export`` and a DDP or one-device run
+read them.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ from torch import Tensor, nn
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
 
-#: the LightningModule methods that run the model: the root unit is gathered for each
-SHARDED_STEPS = ("training_step",)
+#: the LightningModule methods that run the model, as FSDP's root forward: the root unit
+#: is gathered for each, and sets the layers up as its own units the first time
+SHARDED_STEPS = ("training_step", "validation_step", "test_step", "predict_step")
 
 
 def stack_layers(model: nn.Module) -> Iterator[nn.Module]:
@@ -88,13 +91,23 @@ def _averaging_over(mesh: DeviceMesh) -> Callable[[Tensor], None]:
     return average
 
 
-def refuse_sharded_evaluation(model: nn.Module, what: str) -> None:
-    """Evaluation runs whole models: sharded ranks would run different numbers of forward
-    passes (uneven shares of the split, generation stopping at different lengths) and wait
-    for one another's gathers forever."""
-    if isinstance(model, FSDPModule):
-        raise RuntimeError(
-            f"{what} does not run on a sharded model (ModelParallelStrategy): fit with "
-            "trainer.limit_val_batches: 0 and num_sanity_val_steps: 0, then evaluate the "
-            "checkpoint with --trainer.strategy ddp (or auto)"
-        )
+def gather_whole(model: nn.Module) -> None:
+    """Before evaluating: gather every weight whole on every rank, and keep it so until
+    :func:`shard_again`. Evaluation needs that memory under DDP too; in exchange each
+    rank runs the forward passes it needs alone (uneven shares of the split, generation
+    stopping at different lengths), where sharded ranks would wait for one another."""
+    for unit in _units(model):
+        unit.set_reshard_after_forward(False, recurse=False)
+        unit.unshard()
+
+
+def shard_again(model: nn.Module) -> None:
+    """After evaluating: back to shards, each layer gathered only while it runs."""
+    for unit in _units(model):
+        unit.reshard()
+        if unit is not model:  # the root unit stays gathered from forward to backward
+            unit.set_reshard_after_forward(True, recurse=False)
+
+
+def _units(model: nn.Module) -> list[FSDPModule]:
+    return [module for module in model.modules() if isinstance(module, FSDPModule)]
