@@ -4,6 +4,7 @@
     python benchmarks/throughput.py --config CFG --accelerator gpu --precision bf16-mixed
     python benchmarks/throughput.py --config CFG --data.num_workers=8  # any CLI override
     python benchmarks/throughput.py --config CFG --profile 25  # + the 25 costliest operators
+    python benchmarks/throughput.py --config CFG --devices 2 --strategy fsdp  # sharded
 
 Any argument the script does not know is a CLI override (``--key=value``), as
 for ``vlp fit``. How each number is measured, and why this way:
@@ -35,6 +36,12 @@ for ``vlp fit``. How each number is measured, and why this way:
   peak resident set during fit minus the resident set before it (Linux VmHWM,
   reset through ``/proc/self/clear_refs``; elsewhere the growth of ``ru_maxrss``,
   a lower bound).
+- Several processes (``--devices N``, ``--strategy ddp`` or ``fsdp``, the latter
+  Lightning's ``ModelParallelStrategy`` through ``vlp.sharding``): each rank trains on
+  the same preloaded batches; samples/s counts every rank's, and memory is rank 0's.
+  Model state per rank is what that rank keeps between steps: its parameters (its
+  shards under FSDP), their gradients and the optimizer state, counted from the tensors
+  after the last step; it is what sharding divides by N.
 - Profile (``--profile K``): ``torch.profiler`` over the timed steps, the K operators
   with the most self time (CUDA time on a GPU, else CPU time). The profiler slows the
   steps it records, so the timings of a profiled run are not the table's to report.
@@ -55,14 +62,21 @@ from typing import Any
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.strategies import ModelParallelStrategy
 from rich.console import Console
 from rich.table import Table
+from torch.distributed.tensor import DTensor
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from vlp.cli import run_cli
 from vlp.datamodules.mixture import step_rows
 
 MATMUL_DTYPES = {"bf16": torch.bfloat16, "16": torch.float16}
+STRATEGIES = {
+    "auto": lambda devices: "auto",
+    "ddp": lambda devices: "ddp",
+    "fsdp": lambda devices: ModelParallelStrategy(devices, 1, save_distributed_checkpoint=False),
+}
 
 
 Shape = tuple[int, ...]
@@ -112,6 +126,10 @@ class ThroughputResult:
     mfu: float
     peak_memory_bytes: int
     memory_kind: str
+    strategy: str
+    devices: int
+    state_bytes_per_rank: int
+    rank: int = 0
     profile: str = ""  # the operator table of --profile
 
 
@@ -291,13 +309,16 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({model})"
 
 
-def bench_trainer(device: torch.device, batches: int, callbacks: list[Callback]) -> dict[str, Any]:
-    """Trainer settings replacing the config's: one device, one short epoch, nothing written."""
+def bench_trainer(
+    device: torch.device, batches: int, callbacks: list[Callback], devices: int, strategy: str
+) -> dict[str, Any]:
+    """Trainer settings replacing the config's: ``devices`` processes, one short epoch,
+    nothing written."""
     return {
         "accelerator": device.type,
-        "devices": [device.index or 0] if device.type == "cuda" else 1,
+        "devices": [device.index or 0] if device.type == "cuda" and devices == 1 else devices,
         "num_nodes": 1,
-        "strategy": "auto",
+        "strategy": STRATEGIES[strategy](devices),
         "max_epochs": 1,
         "min_epochs": None,
         "max_steps": -1,
@@ -333,9 +354,15 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument(
         "--profile", type=int, default=0, metavar="K", help="print the K costliest operators"
     )
+    parser.add_argument("--devices", type=int, default=1, help="processes (N)")
+    parser.add_argument(
+        "--strategy", choices=sorted(STRATEGIES), default="auto", help="with several devices"
+    )
     args, overrides = parser.parse_known_args(argv)
     if args.steps < 1 or args.warmup < 1 or args.data_batches < 2:
         parser.error("--steps and --warmup must be ≥ 1 and --data-batches ≥ 2")
+    if args.strategy == "fsdp" and args.devices < 2:
+        parser.error("--strategy fsdp shards over --devices ≥ 2")
     return args, overrides
 
 
@@ -370,7 +397,8 @@ def run(argv: list[str] | None = None) -> ThroughputResult:
     total = args.warmup + args.steps  # FLOPs are counted on warm-up step 0
     timer = StepTimer(args.warmup, args.steps, device)
     profiler = OpProfile(args.warmup, args.steps, device) if args.profile else None
-    settings = bench_trainer(device, total, [timer] + ([profiler] if profiler else []))
+    callbacks = [timer] + ([profiler] if profiler else [])
+    settings = bench_trainer(device, total, callbacks, args.devices, args.strategy)
     trainer = Trainer(**{**vars(cli.config_init["trainer"]), **settings})
     with PeakMemory(device) as memory:
         trainer.fit(cli.model, train_dataloaders=Cycle(batches, total))
@@ -378,7 +406,7 @@ def run(argv: list[str] | None = None) -> ThroughputResult:
         raise RuntimeError(f"fit stopped before step {total}: nothing was timed")
     peak = max(peak, matmul_peak(device, dtype, peak_size, args.peak_repeats))
 
-    batch_size = step_rows(batches[0])
+    batch_size = step_rows(batches[0]) * trainer.world_size
     achieved = timer.flops * args.steps / timer.elapsed
     params = list(cli.model.parameters())
     return ThroughputResult(
@@ -402,8 +430,30 @@ def run(argv: list[str] | None = None) -> ThroughputResult:
         mfu=achieved / peak,
         peak_memory_bytes=memory.peak,
         memory_kind=memory.kind,
+        strategy=type(trainer.strategy).__name__,
+        devices=trainer.world_size,
+        state_bytes_per_rank=state_bytes(trainer),
+        rank=trainer.global_rank,
         profile=profiler.table(args.profile) if profiler else "",
     )
+
+
+def state_bytes(trainer: Trainer) -> int:
+    """Bytes of this rank's parameters, gradients and optimizer state (its shards under FSDP)."""
+    module = trainer.lightning_module
+    tensors = [t for p in module.parameters() for t in (p, p.grad) if t is not None]
+    tensors += [
+        value
+        for optimizer in trainer.optimizers
+        for state in optimizer.state.values()
+        for value in state.values()
+        if isinstance(value, torch.Tensor)
+    ]
+    return sum(_local(t).numel() * t.element_size() for t in tensors)
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
 
 
 def table(result: ThroughputResult) -> Table:
@@ -413,7 +463,8 @@ def table(result: ThroughputResult) -> Table:
         ("device", r.device),
         ("precision", r.precision),
         ("threads", str(r.threads)),
-        ("batch size", str(r.batch_size)),
+        ("processes (strategy)", f"{r.devices} ({r.strategy})"),
+        ("batch size (all processes)", str(r.batch_size)),
         (
             "params (trainable / total)",
             f"{r.trainable_params / 1e6:.2f} M / {r.total_params / 1e6:.2f} M",
@@ -428,6 +479,10 @@ def table(result: ThroughputResult) -> Table:
         (f"peak FLOP/s ({r.peak_matmul})", f"{r.peak_flops_per_s / 1e9:,.1f} GFLOP/s"),
         ("MFU", f"{r.mfu:.1%}"),
         (f"peak memory ({r.memory_kind})", f"{r.peak_memory_bytes / 2**20:,.0f} MiB"),
+        (
+            "model state per rank (params, grads, optimizer)",
+            f"{r.state_bytes_per_rank / 2**20:,.1f} MiB",
+        ),
     ]
     out = Table(title="vlp training throughput")
     out.add_column("metric")
@@ -439,6 +494,8 @@ def table(result: ThroughputResult) -> Table:
 
 def main(argv: list[str] | None = None) -> ThroughputResult:
     result = run(argv)
+    if result.rank != 0:  # each process measured; rank 0 reports
+        return result
     Console().print(table(result))
     if result.profile:
         print(f"Operators by self time over the timed steps (profiled: slower):\n{result.profile}")

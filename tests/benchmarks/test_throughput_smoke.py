@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -76,6 +79,32 @@ def test_quickstart_reports_positive_rates_flops_and_mfu_below_one() -> None:
     assert 0 < result.mfu < 1
     assert result.peak_memory_bytes > 0
     assert 0 < result.trainable_params <= result.total_params
+    # + AdamW's step counters
+    assert result.state_bytes_per_rank == pytest.approx(
+        full_state_bytes(result.trainable_params, result.total_params), abs=2**20
+    )
+
+
+def full_state_bytes(trainable: float, total: float) -> float:
+    """fp32 weights, plus a gradient and AdamW's two moments for each trainable one."""
+    return 4 * total + 3 * 4 * trainable
+
+
+@pytest.mark.ddp
+@pytest.mark.timeout(300)
+def test_two_sharded_processes_each_keep_half_the_model_state() -> None:
+    script = ROOT / "benchmarks" / "throughput.py"
+    args = ["--config", str(QUICKSTART), "--devices=2", "--strategy=fsdp", "--steps=1",
+            "--warmup=1", "--batch-size=4", "--data-batches=2", "--threads=1", *IN_MEMORY_DATA]  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, check=True,
+        timeout=300, cwd=ROOT, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert "2 (ModelParallelStrategy)" in run.stdout
+    state_mib = re.search(r"model state per rank\D*([\d,.]+) MiB", run.stdout)[1]
+    trainable, total = re.search(r"([\d.]+) M / ([\d.]+) M", run.stdout).groups()
+    full = full_state_bytes(float(trainable) * 1e6, float(total) * 1e6)
+    assert float(state_mib.replace(",", "")) * 2**20 == pytest.approx(full / 2, rel=0.02)
 
 
 @pytest.mark.timeout(120)
