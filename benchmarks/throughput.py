@@ -41,7 +41,8 @@ for ``vlp fit``. How each number is measured, and why this way:
   the same preloaded batches; samples/s counts every rank's, and memory is rank 0's.
   Model state per rank is what that rank keeps between steps: its parameters (its
   shards under FSDP), their gradients and the optimizer state, counted from the tensors
-  after the last step; it is what sharding divides by N.
+  after the last step; it is what sharding divides by N. (``fsdp`` on one device splits
+  nothing, but runs the sharded code: a smoke test of it on one GPU.)
 - Profile (``--profile K``): ``torch.profiler`` over the timed steps, the K operators
   with the most self time (CUDA time on a GPU, else CPU time). The profiler slows the
   steps it records, so the timings of a profiled run are not the table's to report.
@@ -361,8 +362,6 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     args, overrides = parser.parse_known_args(argv)
     if args.steps < 1 or args.warmup < 1 or args.data_batches < 2:
         parser.error("--steps and --warmup must be ≥ 1 and --data-batches ≥ 2")
-    if args.strategy == "fsdp" and args.devices < 2:
-        parser.error("--strategy fsdp shards over --devices ≥ 2")
     return args, overrides
 
 

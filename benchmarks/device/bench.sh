@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU rows of benchmarks/README.md: benchmarks/throughput.py on the quickstart in
 # fp32 and bf16, and on ALBEF (the comparison base) and Flamingo (its mixture) in bf16,
-# one after another (alone on the GPU). After `source benchmarks/device/setup.sh`;
+# one after another (alone on the GPU); then Flamingo sharded (FSDP over the one GPU:
+# nothing split, but the sharded code runs on CUDA in bf16). After `source benchmarks/device/setup.sh`;
 # prints each table.
 # Environment: ACCELERATOR (default gpu), BF16 (default bf16-mixed; 32-true to rehearse
 # on CPU), STEPS (default 50), WARMUP (default 5).
@@ -21,3 +22,5 @@ bench 32-true "$quickstart"
 bench "$bf16" "$quickstart"
 bench "$bf16" configs/experiments/pretrain_tiny.yaml --model.objectives configs/objectives/albef.yaml
 bench "$bf16" configs/experiments/flamingo_tiny.yaml --model.objectives configs/objectives/flamingo.yaml
+bench "$bf16" configs/experiments/flamingo_tiny.yaml --model.objectives configs/objectives/flamingo.yaml \
+  --strategy fsdp
