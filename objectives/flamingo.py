@@ -26,7 +26,13 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from torch import Tensor
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    DynamicCache,
+    PreTrainedModel,
+)
 
 from vlp.datamodules.lm_text import LMTokenize
 from vlp.encoders import Encoders
@@ -168,10 +174,21 @@ class Flamingo(Objective):
         ids, mask, labels = (step.field(name) for name in ("lm_ids", "lm_mask", "lm_labels"))
         return {"lm_loss": self.lm_nll(ids, visual, mask, labels)}
 
-    def lm_nll(self, ids: Tensor, visual: Tensor, mask: Tensor, labels: Tensor) -> Tensor:
+    def lm_nll(
+        self,
+        ids: Tensor,
+        visual: Tensor,
+        mask: Tensor,
+        labels: Tensor,
+        prefix: DynamicCache | None = None,
+    ) -> Tensor:
         """Eq. 1's mean NLL of ``labels`` given ``visual``; the LM projects onto its vocabulary
-        only the positions whose next token is a target."""
-        out = self.lm(ids, visual, mask, predicting_positions(labels), use_cache=False)
+        only the positions whose next token is a target. A learned ``prefix`` (P-tuning v2)
+        comes as the LM's cache, with ``mask`` covering it."""
+        out = self.lm(
+            ids, visual, mask, predicting_positions(labels), use_cache=prefix is not None,
+            cache=prefix,
+        )  # fmt: skip
         return lm_loss(out.logits.float(), labels)
 
     def resample_images(self, image_tokens: Tensor) -> Tensor:

@@ -14,8 +14,10 @@ target tokens y given the prompt h and the image x, one term per task:
 
     L_task = −Σ_ℓ log p(y_ℓ | y_<ℓ, h, x)        (mean over all target tokens)
 
-Deep prompts (P-tuning v2) are not offered: with images, FlamingoLM reads a non-empty
-KV cache as a cached continuation, which a prefix cache would be mistaken for.
+Deep prompts (P-tuning v2, ``deep_prompt_length`` m > 0) add to each task m learned
+keys and values in every attention layer (:class:`vlp.prompting.DeepPrompts`), which all
+tokens attend to as if they were m tokens before the text; the template's [P] slots stay
+(a template without [P] gives P-tuning v2 alone).
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
+from transformers import DynamicCache
 
 from vlp.distributed import global_mean
 from vlp.encoders import Encoders
 from vlp.flamingo import END_OF_CHUNK, IMAGE
 from vlp.flamingo.generation import Decoding, generate_from_ids
 from vlp.objectives.flamingo import Flamingo
+from vlp.prompting.deep_prompts import DeepPrompts
 from vlp.prompting.prompt_encoder import PromptEncoder, Reparameterization
 from vlp.prompting.splice import prompts_spliced
 from vlp.prompting.template import PromptedBatch, PromptTemplate
@@ -56,6 +60,9 @@ class FlamingoPromptTuning(Flamingo):
             ``encoder_reparameterization_type``).
         encoder_hidden_size: the encoder's hidden width (default: the LM's width).
         encoder_num_layers, encoder_dropout: of the LSTM.
+        deep_prompt_length: m, the learned prefix of every attention layer per task (P-tuning
+            v2's ``pre_seq_len``); 0 leaves it out.
+        deep_prompt_projection: produce the prefix with P-tuning v2's MLP.
         flamingo: the stage-1 :class:`Flamingo`'s arguments.
     """
 
@@ -74,6 +81,8 @@ class FlamingoPromptTuning(Flamingo):
         encoder_hidden_size: int | None = None,
         encoder_num_layers: int = 2,
         encoder_dropout: float = 0.0,
+        deep_prompt_length: int = 0,
+        deep_prompt_projection: bool = False,
         **flamingo: Any,
     ) -> None:
         super().__init__(weight, **flamingo)
@@ -88,6 +97,12 @@ class FlamingoPromptTuning(Flamingo):
         self.tasks = tuple(dict.fromkeys(tasks))
         self.templates = {task: PromptTemplate(texts[task], add_special_tokens=True)
                           for task in self.tasks}  # fmt: skip
+        if deep_prompt_length < 0:
+            raise ValueError(f"deep_prompt_length must be ≥ 0, got {deep_prompt_length}")
+        self.deep_prompt_options = {
+            "num_virtual_tokens": deep_prompt_length,
+            "prefix_projection": deep_prompt_projection,
+        }
         self.encoder_options = {
             "encoder_reparameterization_type": reparameterization,
             "encoder_hidden_size": encoder_hidden_size,
@@ -104,10 +119,15 @@ class FlamingoPromptTuning(Flamingo):
                 for task, template in self.templates.items()
             }
         )
+        deep = self.deep_prompt_options["num_virtual_tokens"] > 0
+        self.deep_prompts = nn.ModuleDict(
+            {task: DeepPrompts.for_model(self.lm.lm, **self.deep_prompt_options)
+             for task in self.templates if deep}
+        )  # fmt: skip
         self.train(self.training)
 
     def prompt_modules(self) -> tuple[nn.Module, ...]:
-        return (self.prompts,)
+        return (self.prompts, self.deep_prompts)
 
     def train(self, mode: bool = True) -> FlamingoPromptTuning:
         """Only the prompts learn: the stage-1 model runs as at inference (no dropout)."""
@@ -115,6 +135,7 @@ class FlamingoPromptTuning(Flamingo):
         self.training = mode
         if hasattr(self, "prompts"):
             self.prompts.train(mode)
+            self.deep_prompts.train(mode)
         return self
 
     def forward(self, step: Step) -> dict[str, Tensor]:
@@ -148,8 +169,9 @@ class FlamingoPromptTuning(Flamingo):
         if not rows:
             return global_mean(self.prompts[task]().sum() * 0, 0)
         batch = self.prompted_batch(task, values, targets).to(visual.device)
+        mask, prefix = self._prefixed(task, batch.attention_mask)
         with self._spliced(task, batch.slot_mask):
-            return self.lm_nll(batch.input_ids, visual[rows], batch.attention_mask, batch.labels)
+            return self.lm_nll(batch.input_ids, visual[rows], mask, batch.labels, prefix)
 
     def prompted_batch(
         self, task: Task, values: Sequence[dict[str, str]], targets: Sequence[str]
@@ -163,8 +185,18 @@ class FlamingoPromptTuning(Flamingo):
 
     def prompted_logits(self, task: Task, batch: PromptedBatch, visual: Tensor) -> Tensor:
         """The LM's logits for ``batch`` with the task's prompt vectors at its slots."""
+        mask, prefix = self._prefixed(task, batch.attention_mask)
         with self._spliced(task, batch.slot_mask):
-            return self.lm(batch.input_ids, visual, batch.attention_mask, use_cache=False).logits
+            out = self.lm(batch.input_ids, visual, mask, use_cache=prefix is not None, cache=prefix)
+        return out.logits
+
+    def _prefixed(self, task: Task, mask: Tensor) -> tuple[Tensor, DynamicCache | None]:
+        """The attention mask and the LM cache that put the task's deep prompts before the
+        text; ``mask`` and no cache without deep prompts."""
+        if task not in self.deep_prompts:
+            return mask, None
+        inputs = self.deep_prompts[task](mask)
+        return inputs["attention_mask"], inputs["cache"]
 
     def _spliced(self, task: Task, slot_mask: Tensor) -> AbstractContextManager[None]:
         """Inside, the LM's input embeddings carry the task's prompt vectors at ``slot_mask``."""
@@ -187,13 +219,18 @@ class FlamingoPromptTuning(Flamingo):
         slots = batch.slot_mask.repeat_interleave(decoding.num_beams, dim=0).to(visual.device)
         with self._spliced(task, slots):
             return generate_from_ids(
-                self.lm, visual, batch.input_ids, batch.attention_mask, decoding
-            )
+                self.lm, visual, batch.input_ids, batch.attention_mask, decoding,
+                dict(self.deep_prompts).get(task),
+            )  # fmt: skip
 
     @torch.no_grad()
     def prompt_vectors(self) -> dict[str, Tensor]:
-        """Each task's h_1..h_m [m, D]: all inference needs (the encoder can be dropped)."""
-        return {task: encoder().detach() for task, encoder in self.prompts.items()}
+        """Each task's h_1..h_m [m, D], and with deep prompts ``<task>_deep``, its per-layer
+        keys and values [layers, 2, kv_heads, m, head_dim]: all inference needs (the
+        encoders and projections can be dropped)."""
+        vectors = {task: encoder().detach() for task, encoder in self.prompts.items()}
+        deep = {f"{task}_deep": p.key_values().detach() for task, p in self.deep_prompts.items()}
+        return vectors | deep
 
     def prompt_spec(self, prefix: str) -> dict[str, Any]:
         """How to use the learned prompts without vlp (``vlp export`` writes it)."""
@@ -204,6 +241,15 @@ class FlamingoPromptTuning(Flamingo):
                 "encoder": f"{prefix}.prompts.{task}",
                 "use": "each [P] of the template takes the next vector at the LM's input "
                 "embeddings; the tokenizer's leading special tokens come first",
+                **(self._deep_spec(prefix, task) if task in self.deep_prompts else {}),
             }
             for task, template in self.templates.items()
+        }
+
+    def _deep_spec(self, prefix: str, task: Task) -> dict[str, str]:
+        return {
+            "deep_prefix": f"{prefix}.prompt_vectors.{task}_deep",
+            "deep_use": "layer l's keys [l, 0] and values [l, 1] come before the text's in "
+            "every attention (the LM's KV cache, e.g. transformers' DynamicCache), the "
+            "attention mask extended by m ones; the text's positions start at m",
         }

@@ -102,7 +102,7 @@ def test_sweep_file_paths_are_relative_to_it_and_weights_name_the_set(tmp_path: 
 OWN_SWEEP = {
     "flamingo.yaml": ["flamingo", "flamingo_data2vec", "flamingo_tcl"],
     "prompt_tuning.yaml": ["clip_coop"],
-    "flamingo_ptuning.yaml": ["flamingo_ptuning"],
+    "flamingo_ptuning.yaml": ["flamingo_ptuning", "flamingo_ptuning_deep"],
 }
 
 

@@ -4,12 +4,18 @@ The images are resampled once by the caller and stay fixed while Hugging Face
 ``generate`` decodes greedily or by beam search; the LM's media conditioning gives
 each new token the last image of its prompt (``shared/specs/flamingo.md`` §5.2).
 Prompts are padded on the left, so every row's next token sits at the same position.
+
+A learned prefix (P-tuning v2's deep prompts) enters as ``generate``'s pre-filled cache.
+``generate`` takes a cache's length as the number of prompt tokens it already holds, so
+the prompt ids get as many placeholder tokens in front: ``generate`` skips them, and only
+the real prompt reaches the LM, at positions after the prefix, as in training.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -17,6 +23,7 @@ from transformers import PreTrainedTokenizerBase
 
 from vlp.flamingo.lm import FlamingoLM
 from vlp.flamingo.tokens import IMAGE
+from vlp.prompting.deep_prompts import DeepPrompts
 
 
 @dataclass(frozen=True)
@@ -62,12 +69,26 @@ def generate(
 
 @torch.no_grad()
 def generate_from_ids(
-    lm: FlamingoLM, visual: Tensor, ids: Tensor, mask: Tensor, decoding: Decoding = Decoding()
+    lm: FlamingoLM,
+    visual: Tensor,
+    ids: Tensor,
+    mask: Tensor,
+    decoding: Decoding = Decoding(),
+    prefix: DeepPrompts | None = None,
 ) -> list[str]:
     """:func:`generate` for prompts already tokenised: left-padded ``ids`` and ``mask`` [B, L]
-    (e.g. templates whose continuous prompts are spliced into the LM's embeddings)."""
+    (e.g. templates whose continuous prompts are spliced into the LM's embeddings), after
+    a learned ``prefix`` in every layer if one is given."""
     tokenizer, tokens = lm.tokenizer, lm.tokens
     ids, mask = ids.to(visual.device), mask.to(visual.device)
+    prefixed: dict[str, Any] = {}
+    if prefix is not None:
+        if not decoding.use_cache:
+            raise ValueError("a learned prefix lives in the KV cache: decode with use_cache")
+        placeholders = ids.new_full((ids.shape[0], prefix.length), tokenizer.pad_token_id)
+        ids = torch.cat([placeholders, ids], dim=1)
+        mask = torch.cat([torch.ones_like(placeholders), mask], dim=1)
+        prefixed["cache"] = prefix.cache(ids.shape[0] * decoding.num_beams)
     longest = getattr(lm.lm.config.get_text_config(), "max_position_embeddings", None)
     if longest is not None and ids.shape[1] + decoding.max_new_tokens > longest:
         raise ValueError(
@@ -75,7 +96,8 @@ def generate_from_ids(
             f"LM's {longest} positions: use fewer shots or a shorter max_new_tokens"
         )
     stops = [tokens.end_of_chunk, *_ids(lm.lm.config.get_text_config().eos_token_id)]
-    with lm.conditioned_on(visual.repeat_interleave(decoding.num_beams, dim=0)):
+    beams_visual = visual.repeat_interleave(decoding.num_beams, dim=0)
+    with lm.conditioned_on(beams_visual, 0 if prefix is None else prefix.length):
         out = lm.lm.generate(
             input_ids=ids,
             attention_mask=mask,
@@ -87,6 +109,7 @@ def generate_from_ids(
             eos_token_id=stops,
             pad_token_id=tokenizer.pad_token_id,
             suppress_tokens=[tokens.image],
+            **prefixed,
         )
     return [
         text.strip()

@@ -35,6 +35,7 @@ class MediaConditioning:
     media: Tensor | None = None  # [B, T, n, D] resampled visual tokens
     mask: Tensor | None = None  # [B, L, T·n] for the tokens of the current forward
     images_seen: Tensor | None = None  # [B] <image> tokens up to the current chunk's end
+    prefix_length: int = 0  # cached positions that are a learned prefix, not text (P-tuning v2)
 
     def __call__(self, lm: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
         if self.media is None:
@@ -43,7 +44,7 @@ class MediaConditioning:
         if input_ids is None:
             raise ValueError("Flamingo places images by token ids: pass input_ids, not embeddings")
         past = kwargs.get("cache", kwargs.get("past_key_values"))  # transformers ≥5.x / older
-        continues = past is not None and past.get_seq_length() > 0
+        continues = past is not None and past.get_seq_length() > self.prefix_length
         if continues and self.images_seen is None:
             raise ValueError(
                 "decode a cached continuation in the conditioned_on block of its prompt"
@@ -138,20 +139,27 @@ class FlamingoLM(nn.Module):
         """Logits for ``input_ids`` [B, L] given resampled ``media`` [B, T, n, D]
         (image k of a row is the one its k-th ``<image>`` token stands for): [B, L, V], or
         [M, V] at the True positions of ``predict_at`` [B, L] only (the vocabulary
-        projection and its softmax dominate a small LM's step)."""
+        projection and its softmax dominate a small LM's step). A ``cache`` passed in is a
+        learned prefix (:class:`vlp.prompting.DeepPrompts`), not text: decoding that
+        continues cached text goes through :meth:`conditioned_on` and ``self.lm``."""
         head = self.lm.get_output_embeddings()
-        with self.conditioned_on(media), head.predicting_at(predict_at):
+        prefix = lm_kwargs.get("cache")  # a learned prefix (P-tuning v2), no text before
+        prefix_length = 0 if prefix is None else prefix.get_seq_length()
+        with self.conditioned_on(media, prefix_length), head.predicting_at(predict_at):
             return self.lm(input_ids=input_ids, attention_mask=attention_mask, **lm_kwargs)
 
     @contextmanager
-    def conditioned_on(self, media: Tensor | None) -> Iterator[None]:
-        """Every LM call inside (e.g. all steps of ``self.lm.generate``) sees ``media``."""
+    def conditioned_on(self, media: Tensor | None, prefix_length: int = 0) -> Iterator[None]:
+        """Every LM call inside (e.g. all steps of ``self.lm.generate``) sees ``media``;
+        the first ``prefix_length`` cached positions are a learned prefix, not past text."""
         self.conditioning.media = media
+        self.conditioning.prefix_length = prefix_length
         try:
             yield
         finally:
             self.conditioning.media = self.conditioning.mask = None
             self.conditioning.images_seen = None
+            self.conditioning.prefix_length = 0
 
     def cross_attn_blocks(self) -> Iterator[GatedCrossAttentionBlock]:
         """The inserted blocks (their parameter names also contain ``.xattn.``, e.g. for

@@ -88,18 +88,25 @@ class DeepPrompts(nn.Module):
         flat = self.projection(self.prefix)  # [m, layers · 2 · heads · head_dim]
         return flat.view(length, layers, 2, heads, head_dim).permute(1, 2, 3, 0, 4)
 
+    @property
+    def length(self) -> int:
+        """m: the positions the prefix takes before the text."""
+        return self.shape[3]
+
+    def cache(self, batch: int) -> DynamicCache:
+        """A fresh cache holding the prefix for ``batch`` rows (the LM appends to it)."""
+        key_values = self.dropout(self.key_values())
+        return DynamicCache(
+            [(keys.expand(batch, *keys.shape), values.expand(batch, *values.shape))
+             for keys, values in key_values]
+        )  # fmt: skip
+
     def forward(self, attention_mask: Tensor) -> dict[str, Any]:
         """The LM's ``cache`` and extended ``attention_mask`` for a batch whose text mask is
-        ``attention_mask`` [B, L]: call ``lm(input_ids=ids, **deep_prompts(mask))``.
-        A fresh cache every call, since the LM appends to it."""
+        ``attention_mask`` [B, L]: call ``lm(input_ids=ids, **deep_prompts(mask))``."""
         batch = attention_mask.shape[0]
-        key_values = self.dropout(self.key_values())
-        per_layer = [
-            (keys.expand(batch, *keys.shape), values.expand(batch, *values.shape))
-            for keys, values in key_values
-        ]
-        ones = attention_mask.new_ones(batch, self.shape[3])
+        ones = attention_mask.new_ones(batch, self.length)
         return {
-            "cache": DynamicCache(per_layer),
+            "cache": self.cache(batch),
             "attention_mask": torch.cat([ones, attention_mask], dim=1),
         }
