@@ -24,7 +24,7 @@ from vlp.evaluation.evaluator import Evaluator
 from vlp.objectives.base import Objective, weighted_total
 from vlp.optim import apply_lr_multipliers, parameter_groups, warmup_cosine
 from vlp.prompting.freezing import ParameterCount, train_only
-from vlp.sharding import gather_whole, shard_again, shard_model
+from vlp.sharding import gather_whole, is_shard, shard_again, shard_model
 from vlp.staged import init_from_checkpoint
 from vlp.step import Step
 from vlp.teachers import EMATeacher
@@ -196,6 +196,8 @@ class VLPModule(LightningModule):
         A skipped step (see :meth:`on_train_batch_start`) returns a zero that touches every
         trainable parameter: each rank still runs DDP's gradient all-reduce, and
         :meth:`optimizer_step` then leaves weights, optimizer state and teachers as they were.
+        Sharded, it touches the parameters gathered for the step (the root unit's): every
+        rank skips, so no rank runs the other units' collectives.
         """
         parts = mixture_parts(batch)
         self._log_skipped(sum((part.get("skipped", Counter()) for _, part in parts), Counter()))
@@ -203,7 +205,8 @@ class VLPModule(LightningModule):
         self.log("data/skipped_steps", float(skipping), on_step=False, on_epoch=True,
                  reduce_fx="sum", batch_size=1)  # fmt: skip
         if skipping:
-            return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
+            touched = (p for p in self.parameters() if p.requires_grad and not is_shard(p))
+            return sum(p.sum() for p in touched) * 0.0
         losses = [self._dataset_loss(part, tag) for tag, part in parts]
         total = sum(losses[1:], losses[0])
         self.log("train/loss", total.detach(), prog_bar=True, batch_size=step_rows(batch))

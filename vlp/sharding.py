@@ -33,6 +33,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
+from torch.distributed.tensor import DTensor
 
 #: the LightningModule methods that run the model, as FSDP's root forward: the root unit
 #: is gathered for each, and sets the layers up as its own units the first time
@@ -107,6 +108,11 @@ def shard_again(model: nn.Module) -> None:
         unit.reshard()
         if unit is not model:  # the root unit stays gathered from forward to backward
             unit.set_reshard_after_forward(True, recurse=False)
+
+
+def is_shard(parameter: Tensor) -> bool:
+    """Whether ``parameter`` is this rank's shard (outside its unit's forward), not whole."""
+    return isinstance(parameter, DTensor)
 
 
 def _units(model: nn.Module) -> list[FSDPModule]:

@@ -2,7 +2,8 @@
 one image, so the other rank has no validation item; save what each rank saw.
 
 Launched by ``test_bad_data_ddp.py`` as ``python -m tests.distributed.bad_data_fit DEVICES
-OUT`` so that Lightning's DDP launcher can re-run it in each process. Rank r saves
+OUT [STRATEGY]`` (``ddp`` or ``fsdp``, as in ``one_step.py``) so that Lightning's launcher
+can re-run it in each process. Rank r saves
 ``OUT.rank<r>.json``: a parameter checksum before training and after each step, and the
 logged metrics.
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch import Callback, seed_everything
 
+from tests.distributed.one_step import STRATEGIES, whole
 from tests.tiny import TINY_TEXT, TINY_VISION, quiet_trainer
 from vlp.datamodules.datamodule import VLPDataModule
 from vlp.datamodules.formats.manifest import JsonlManifest
@@ -40,7 +42,8 @@ def manifests(root: Path, corrupt: tuple[int, ...]) -> tuple[Path, Path]:
 
 
 def checksum(model: torch.nn.Module) -> float:
-    return float(sum(p.detach().double().abs().sum() for p in model.parameters()))
+    """Σ|θ| over the whole weights (gathered from every rank's shards when sharded)."""
+    return float(sum(whole(p.detach()).double().abs().sum() for p in model.parameters()))
 
 
 class Checksums(Callback):
@@ -54,7 +57,9 @@ class Checksums(Callback):
         self.values.append(checksum(pl_module))
 
 
-def main(devices: int, out: Path, corrupt: tuple[int, ...] = CORRUPT) -> dict:
+def main(
+    devices: int, out: Path, strategy: str = "ddp", corrupt: tuple[int, ...] = CORRUPT
+) -> dict:
     seed_everything(0)
     model = VLPModule(
         VisionEncoder("vit_tiny_patch16_224", image_size=32, model_kwargs=TINY_VISION),
@@ -74,7 +79,7 @@ def main(devices: int, out: Path, corrupt: tuple[int, ...] = CORRUPT) -> dict:
     checksums = Checksums()
     trainer = quiet_trainer(
         devices=devices,
-        strategy="ddp" if devices > 1 else "auto",
+        strategy=STRATEGIES[strategy](devices) if devices > 1 else "auto",
         max_epochs=1,
         num_sanity_val_steps=0,
         callbacks=[checksums],
@@ -87,4 +92,4 @@ def main(devices: int, out: Path, corrupt: tuple[int, ...] = CORRUPT) -> dict:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), Path(sys.argv[2]))
+    main(int(sys.argv[1]), Path(sys.argv[2]), *sys.argv[3:])

@@ -4,8 +4,8 @@ ITC trains on the larger dataset, a plain regression of the pooled image feature
 the smaller one (each a mean over its local batch, so 2 ranks × B average to 1 × 2B).
 
 Launched by ``test_mixture_ddp.py`` as ``python -m tests.distributed.mixture_step DEVICES
-SCALE OUT`` (each dataset's batch is ``SCALE`` × its base size) so that Lightning's DDP
-launcher can re-run it in each process. Every rank saves its state; rank 0 to ``OUT``.
+SCALE OUT [STRATEGY]`` (each dataset's batch is ``SCALE`` × its base size; ``ddp`` or
+``fsdp``, as in ``one_step.py``) so that Lightning's launcher can re-run it in each process. Every rank saves its state; rank 0 to ``OUT``.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class PooledNorm(Objective):
         return {"norm_loss": step.image().pooled.pow(2).mean()}
 
 
-def main(devices: int, scale: int, out: Path) -> None:
+def main(devices: int, scale: int, out: Path, strategy: str = "ddp") -> None:
     seed_everything(0)
     model = VLPModule(
         VisionEncoder("vit_tiny_patch16_224", image_size=32, model_kwargs=TINY_VISION),
@@ -70,10 +70,10 @@ def main(devices: int, scale: int, out: Path) -> None:
         tokenize=model.tokenize,
         needs=model.batch_needs,
     )
-    rank, state = fit_and_record(model, data, devices, STEPS)
+    rank, state = fit_and_record(model, data, devices, STEPS, strategy)
     if rank == 0:
         save_file(state, str(out))
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]))
+    main(int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), *sys.argv[4:])

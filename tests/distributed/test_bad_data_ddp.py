@@ -1,5 +1,6 @@
 """Two gloo ranks stay in lockstep when one rank's batch is all corrupt and when a rank
-has no validation item: the step is skipped on both, counted, and metrics are gathered."""
+has no validation item: the step is skipped on both, counted, and metrics are gathered,
+whether each rank holds the whole model (DDP) or a shard of every weight (FSDP)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.ddp
-def test_all_corrupt_batch_on_one_rank_and_a_one_image_validation_split(tmp_path: Path) -> None:
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_all_corrupt_batch_on_one_rank_and_a_one_image_validation_split(
+    tmp_path: Path, strategy: str
+) -> None:
     out = tmp_path / "fit"
-    command = [sys.executable, "-m", "tests.distributed.bad_data_fit", "2", str(out)]
+    command = [sys.executable, "-m", "tests.distributed.bad_data_fit", "2", str(out), strategy]
     subprocess.run(command, check=True, timeout=120, capture_output=True, cwd=ROOT)
     ranks = [json.loads(Path(f"{out}.rank{r}.json").read_text()) for r in range(2)]
     assert ranks[0]["checksums"] == ranks[1]["checksums"]  # the same weights on both ranks
