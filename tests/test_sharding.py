@@ -1,5 +1,6 @@
 """Which modules FSDP shards as units: every layer of a stack, online and in the teachers,
-nothing smaller (an MLP's Linears) and no objective (they read one another's weights)."""
+nothing smaller (an MLP's Linears) and no objective (they use one another's weights), even
+two of one class."""
 
 from __future__ import annotations
 
@@ -15,20 +16,22 @@ LAYER = re.compile(r"\.(blocks|layer|layers|h)\.\d+$")
 
 
 def test_units_are_the_layers_of_every_stack_deepest_first() -> None:
+    objectives = [ImageTextMatching(), ImageTextMatching(), tiny_flamingo()]
     model = tiny_model(
-        [MomentumContrastive(embed_dim=8, queue_size=8), ImageTextMatching(), tiny_flamingo()],
+        [MomentumContrastive(embed_dim=8, queue_size=8), *objectives],
         fusion=FusionConfig(depth=2, heads=2),
     )
     names = {module: name for name, module in model.named_modules()}
-    units = [names[module] for module in stack_layers(model)]
+    units = [names[module] for module in stack_layers(model, not_stacks=(model.objectives,))]
 
     assert all(LAYER.search(name) for name in units), units
+    assert "objectives.1" not in units and "objectives.2" not in units
     assert len(units) == len(set(units))
     expected_stacks = [
         "encoders.vision.model.blocks",
         "encoders.text.model.encoder.layer",
         "encoders.fusion.layers",
-        "objectives.2.lm.lm.transformer.h",
+        "objectives.3.lm.lm.transformer.h",
         "teachers.vision_ema_0p995_None_0.module.model.blocks",
         "teachers.text_ema_0p995_None_0.module.model.encoder.layer",
     ]

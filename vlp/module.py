@@ -137,7 +137,7 @@ class VLPModule(LightningModule):
                 "trainer.strategy: vlp shards over data-parallel ranks only (FSDP); "
                 "set ModelParallelStrategy's tensor_parallel_size: 1"
             )
-        shard_model(self, mesh["data_parallel"])
+        shard_model(self, mesh["data_parallel"], not_stacks=(self.objectives,))
 
     def on_train_start(self) -> None:
         """Report how much of the model trains: all of it, or a prompt of a frozen model."""

@@ -10,7 +10,8 @@ is used:
   its backward, then freed;
 - the LightningModule itself is the root unit: it holds the rest (embeddings,
   projection heads, the ITM head), gathered for the whole training
-  step, because objectives read one another's (ITM samples with ITC's temperature).
+  step, because objectives use one another's (ITM draws hard negatives from ITC's
+  projections); so objectives are never units, even two of one class.
 
 Scalar parameters (temperatures) cannot be sharded: they stay whole on every rank
 and their gradients are averaged over the ranks by a hook.
@@ -40,15 +41,18 @@ from torch.distributed.tensor import DTensor
 SHARDED_STEPS = ("training_step", "validation_step", "test_step", "predict_step")
 
 
-def stack_layers(model: nn.Module) -> Iterator[nn.Module]:
+def stack_layers(model: nn.Module, not_stacks: tuple[nn.Module, ...] = ()) -> Iterator[nn.Module]:
     """The layers of every stack in ``model``, deepest first (FSDP shards inner units first).
 
     A stack is a ``ModuleList`` or ``Sequential`` with at least two children of one
-    class defined outside ``torch.nn`` (a transformer block, not a Linear of an MLP).
+    class defined outside ``torch.nn`` (a transformer block, not a Linear of an MLP),
+    other than the containers in ``not_stacks``.
     """
     found: list[nn.Module] = []
     for container in model.modules():
         if not isinstance(container, (nn.ModuleList, nn.Sequential)):
+            continue
+        if any(container is kept for kept in not_stacks):
             continue
         counts = Counter(type(child) for child in container)
         for child in container:
@@ -63,14 +67,15 @@ def stack_layers(model: nn.Module) -> Iterator[nn.Module]:
     yield from sorted(found, key=lambda module: -depth[module])
 
 
-def shard_model(model: nn.Module, mesh: DeviceMesh) -> None:
-    """Shard ``model`` in place over ``mesh`` (1-D: the data-parallel ranks); idempotent."""
+def shard_model(model: nn.Module, mesh: DeviceMesh, not_stacks: tuple[nn.Module, ...] = ()) -> None:
+    """Shard ``model`` in place over ``mesh`` (1-D: the data-parallel ranks); idempotent.
+    ``not_stacks``: containers whose children stay in the root unit (the objectives)."""
     if isinstance(model, FSDPModule):
         return
     if mesh.ndim != 1:
         raise ValueError(f"shard over a 1-D data-parallel mesh, not {mesh.ndim}-D")
     scalars = {p for p in model.parameters() if p.dim() == 0}
-    for layer in stack_layers(model):
+    for layer in stack_layers(model, not_stacks):
         fully_shard(layer, mesh=mesh, ignored_params=scalars)
     fully_shard(model, mesh=mesh, ignored_params=scalars)
     for method in SHARDED_STEPS:
