@@ -20,7 +20,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from tests.tiny import TINY_TEXT, TINY_VISION
 from vlp.cli import COMMANDS, run_cli
-from vlp.export import last_metrics, model_card, run_folders
+from vlp.export import export, last_metrics, model_card, run_folders
 from vlp.module import VLPModule
 
 IMAGE_SIZE = 32
@@ -223,3 +223,13 @@ def test_run_folders_follow_both_checkpoint_layouts(tmp_path: Path) -> None:
     (run / "version_11").mkdir()  # no config: not a run folder
     found = run_folders(run / "checkpoints/last.ckpt")
     assert [p.name for p in found] == ["version_0", "version_2", "version_10"]
+
+
+def test_a_sharded_checkpoint_folder_is_refused_with_the_setting_that_saves_it_whole(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(tmp_path / "runs")))
+    (tmp_path / "epoch=0-step=2.ckpt").mkdir()  # what save_distributed_checkpoint writes
+    with pytest.raises(ValueError, match="save_distributed_checkpoint: false"):
+        export(tmp_path / "epoch=0-step=2.ckpt", tmp_path / "out", config)

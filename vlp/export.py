@@ -106,6 +106,12 @@ def data_settings(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_trained(checkpoint: Path, config: dict[str, Any]) -> VLPModule:
+    if checkpoint.is_dir():
+        raise ValueError(
+            f"{checkpoint} is a sharded (distributed) checkpoint folder, whose metadata only "
+            "unpickling reads: fit sharded with ModelParallelStrategy's "
+            "save_distributed_checkpoint: false to save checkpoints whole"
+        )
     model = build_model(config)
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     model.load_state_dict(state)

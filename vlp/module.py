@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torch.optim import AdamW
 from torch.optim.lr_scheduler import LambdaLR
@@ -138,6 +138,12 @@ class VLPModule(LightningModule):
                 "set ModelParallelStrategy's tensor_parallel_size: 1"
             )
         shard_model(self, mesh["data_parallel"], not_stacks=(self.objectives,))
+        if getattr(self.trainer.strategy, "_save_distributed_checkpoint", False):
+            rank_zero_warn(
+                "trainer.strategy saves sharded checkpoint folders, which vlp export and "
+                "DDP or one-device runs cannot read (their metadata is pickled): set "
+                "save_distributed_checkpoint: false"
+            )
 
     def on_train_start(self) -> None:
         """Report how much of the model trains: all of it, or a prompt of a frozen model."""
