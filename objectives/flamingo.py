@@ -185,10 +185,7 @@ class Flamingo(Objective):
         """Eq. 1's mean NLL of ``labels`` given ``visual``; the LM projects onto its vocabulary
         only the positions whose next token is a target. A learned ``prefix`` (P-tuning v2)
         comes as the LM's cache, with ``mask`` covering it."""
-        out = self.lm(
-            ids, visual, mask, predicting_positions(labels), use_cache=prefix is not None,
-            cache=prefix,
-        )  # fmt: skip
+        out = self.lm(ids, visual, mask, predicting_positions(labels), prefix, use_cache=False)
         return lm_loss(out.logits.float(), labels)
 
     def resample_images(self, image_tokens: Tensor) -> Tensor:

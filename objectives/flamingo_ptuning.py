@@ -164,10 +164,12 @@ class FlamingoPromptTuning(Flamingo):
         values: list[dict[str, str]],
         targets: list[str],
     ) -> Tensor:
-        """Mean NLL of the targets after their filled templates; 0 (with the prompt's graph,
-        and the same collective calls on every rank) when no row has this task."""
+        """Mean NLL of the targets after their filled templates; 0 (with the graph of the
+        task's prompts, deep ones included, and the same collective calls on every rank)
+        when no row has this task."""
         if not rows:
-            return global_mean(self.prompts[task]().sum() * 0, 0)
+            learned = [m for m in (self.prompts[task], self._deep(task)) if m is not None]
+            return global_mean(sum(p.sum() for m in learned for p in m.parameters()) * 0, 0)
         batch = self.prompted_batch(task, values, targets).to(visual.device)
         mask, prefix = self._prefixed(task, batch.attention_mask)
         with self._spliced(task, batch.slot_mask):
@@ -187,16 +189,22 @@ class FlamingoPromptTuning(Flamingo):
         """The LM's logits for ``batch`` with the task's prompt vectors at its slots."""
         mask, prefix = self._prefixed(task, batch.attention_mask)
         with self._spliced(task, batch.slot_mask):
-            out = self.lm(batch.input_ids, visual, mask, use_cache=prefix is not None, cache=prefix)
-        return out.logits
+            return self.lm(batch.input_ids, visual, mask, prefix=prefix, use_cache=False).logits
 
     def _prefixed(self, task: Task, mask: Tensor) -> tuple[Tensor, DynamicCache | None]:
         """The attention mask and the LM cache that put the task's deep prompts before the
         text; ``mask`` and no cache without deep prompts."""
-        if task not in self.deep_prompts:
+        deep = self._deep(task)
+        if deep is None:
             return mask, None
-        inputs = self.deep_prompts[task](mask)
+        inputs = deep(mask)
         return inputs["attention_mask"], inputs["cache"]
+
+    def _deep(self, task: Task) -> DeepPrompts | None:
+        """The task's deep prompts; None without them."""
+        if task in self.deep_prompts:
+            return self.deep_prompts[task]
+        return None
 
     def _spliced(self, task: Task, slot_mask: Tensor) -> AbstractContextManager[None]:
         """Inside, the LM's input embeddings carry the task's prompt vectors at ``slot_mask``."""
@@ -220,7 +228,7 @@ class FlamingoPromptTuning(Flamingo):
         with self._spliced(task, slots):
             return generate_from_ids(
                 self.lm, visual, batch.input_ids, batch.attention_mask, decoding,
-                dict(self.deep_prompts).get(task),
+                self._deep(task),
             )  # fmt: skip
 
     @torch.no_grad()
@@ -241,7 +249,7 @@ class FlamingoPromptTuning(Flamingo):
                 "encoder": f"{prefix}.prompts.{task}",
                 "use": "each [P] of the template takes the next vector at the LM's input "
                 "embeddings; the tokenizer's leading special tokens come first",
-                **(self._deep_spec(prefix, task) if task in self.deep_prompts else {}),
+                **(self._deep_spec(prefix, task) if self._deep(task) is not None else {}),
             }
             for task, template in self.templates.items()
         }

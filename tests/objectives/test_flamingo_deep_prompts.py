@@ -103,3 +103,16 @@ def test_uncached_decoding_is_refused_with_deep_prompts() -> None:
     objective, _, visual = with_text_as_prefix()
     with pytest.raises(ValueError, match="use_cache"):
         objective.generate_prompted("caption", visual, [{}, {}], Decoding(2, 1, use_cache=False))
+
+
+def test_a_task_without_rows_still_gives_its_deep_prompts_a_zero_gradient() -> None:
+    """Under DDP every rank must reduce the same parameters' gradients, also a rank whose
+    batch asked no question."""
+    objective = ptuned(deep_prompt_length=2)
+    model = tiny_model([objective])
+    visual = torch.randn(2, 1, 4, model.encoders.vision.width)
+    loss = objective._loss("vqa", visual, [], [], [])
+    loss.backward()
+    assert loss.item() == 0.0
+    learned = [*objective.prompts["vqa"].parameters(), *objective.deep_prompts["vqa"].parameters()]
+    assert learned and all(p.grad is not None and not p.grad.any() for p in learned)

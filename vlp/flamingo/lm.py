@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor, nn
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from vlp.flamingo.added_tokens import AddedTokenEmbedding, AddedTokenHead
@@ -134,17 +134,20 @@ class FlamingoLM(nn.Module):
         media: Tensor | None = None,
         attention_mask: Tensor | None = None,
         predict_at: Tensor | None = None,
+        prefix: DynamicCache | None = None,
         **lm_kwargs: Any,
     ) -> CausalLMOutputWithPast:
         """Logits for ``input_ids`` [B, L] given resampled ``media`` [B, T, n, D]
         (image k of a row is the one its k-th ``<image>`` token stands for): [B, L, V], or
         [M, V] at the True positions of ``predict_at`` [B, L] only (the vocabulary
-        projection and its softmax dominate a small LM's step). A ``cache`` passed in is a
-        learned prefix (:class:`vlp.prompting.DeepPrompts`), not text: decoding that
-        continues cached text goes through :meth:`conditioned_on` and ``self.lm``."""
+        projection and its softmax dominate a small LM's step). ``prefix``: a learned prefix's
+        cache (:class:`vlp.prompting.DeepPrompts`), with ``attention_mask`` covering it; it
+        lives in the cache, so the LM uses one whatever ``use_cache`` says."""
         head = self.lm.get_output_embeddings()
-        prefix = lm_kwargs.get("cache")  # a learned prefix (P-tuning v2), no text before
-        prefix_length = 0 if prefix is None else prefix.get_seq_length()
+        prefix_length = 0
+        if prefix is not None:
+            prefix_length = prefix.get_seq_length()
+            lm_kwargs |= {"cache": prefix, "use_cache": True}
         with self.conditioned_on(media, prefix_length), head.predicting_at(predict_at):
             return self.lm(input_ids=input_ids, attention_mask=attention_mask, **lm_kwargs)
 
