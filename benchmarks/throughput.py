@@ -63,7 +63,6 @@ from typing import Any
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.strategies import ModelParallelStrategy
 from rich.console import Console
 from rich.table import Table
 from torch.distributed.tensor import DTensor
@@ -71,12 +70,13 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 
 from vlp.cli import run_cli
 from vlp.datamodules.mixture import step_rows
+from vlp.sharding import sharding_strategy
 
 MATMUL_DTYPES = {"bf16": torch.bfloat16, "16": torch.float16}
 STRATEGIES = {
     "auto": lambda devices: "auto",
     "ddp": lambda devices: "ddp",
-    "fsdp": lambda devices: ModelParallelStrategy(devices, 1, save_distributed_checkpoint=False),
+    "fsdp": sharding_strategy,
 }
 
 

@@ -277,22 +277,14 @@ class VLPModule(LightningModule):
                 module.update()
 
     def on_validation_start(self) -> None:
+        """Evaluation runs on whole weights, sharded or not (``vlp.sharding.gather_whole``)."""
         gather_whole(self)
 
     def on_validation_end(self) -> None:
         shard_again(self)
 
-    def on_test_start(self) -> None:
-        gather_whole(self)
-
-    def on_test_end(self) -> None:
-        shard_again(self)
-
-    def on_predict_start(self) -> None:
-        gather_whole(self)
-
-    def on_predict_end(self) -> None:
-        shard_again(self)
+    on_test_start = on_predict_start = on_validation_start
+    on_test_end = on_predict_end = on_validation_end
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self.evaluator.add(batch)

@@ -31,6 +31,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 
 import torch.distributed as dist
+from lightning.pytorch.strategies import ModelParallelStrategy
 from torch import Tensor, nn
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
@@ -39,6 +40,12 @@ from torch.distributed.tensor import DTensor
 #: the LightningModule methods that run the model, as FSDP's root forward: the root unit
 #: is gathered for each, and sets the layers up as its own units the first time
 SHARDED_STEPS = ("training_step", "validation_step", "test_step", "predict_step")
+
+
+def sharding_strategy(processes: int) -> ModelParallelStrategy:
+    """The strategy this module shards under: data parallel over all ``processes``, no
+    tensor parallelism, checkpoints saved whole (the config's equivalent is in the README)."""
+    return ModelParallelStrategy(processes, 1, save_distributed_checkpoint=False)
 
 
 def stack_layers(model: nn.Module, not_stacks: tuple[nn.Module, ...] = ()) -> Iterator[nn.Module]:

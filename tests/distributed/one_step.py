@@ -20,7 +20,6 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from lightning.pytorch import Callback, Trainer, seed_everything
-from lightning.pytorch.strategies import ModelParallelStrategy
 from safetensors.torch import save_file
 from torch.distributed.tensor import DTensor
 
@@ -35,6 +34,7 @@ from vlp.objectives.base import Objective
 from vlp.objectives.contrastive import Contrastive
 from vlp.objectives.data2vec import Data2Vec, ImageBranch, Targets, TextBranch
 from vlp.objectives.tcl import TripleContrastive
+from vlp.sharding import sharding_strategy
 from vlp.teachers import DecaySchedule
 
 
@@ -132,7 +132,7 @@ def fit_and_record(
 
 STRATEGIES = {
     "ddp": lambda devices: "ddp",
-    "fsdp": lambda devices: ModelParallelStrategy(devices, 1, save_distributed_checkpoint=False),
+    "fsdp": sharding_strategy,
 }
 
 
