@@ -31,7 +31,6 @@ from vlp.sweep_run import (
     prepare,
     reweight,
     sweep_configs,
-    write_run_dir,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,16 +150,73 @@ def test_run_config_logs_checkpoints_and_reweights_inside_its_folder(tmp_path: P
     }
 
 
-def test_a_run_whose_config_changed_starts_over(tmp_path: Path) -> None:
+def _run_config(out: Path, name: str, max_epochs: int) -> dict:
+    """A resolved config as ``sweep_configs`` writes it: logging and checkpoints under ``out``."""
+    return {
+        "trainer": {
+            "max_epochs": max_epochs,
+            "logger": {"init_args": {"save_dir": str(out), "name": name}},
+            "callbacks": [{"init_args": {"dirpath": str(out / name / "checkpoints")}}],
+        }
+    }
+
+
+def _prepare_with(monkeypatch, configs: list[dict], out: Path, **kwargs) -> list[RunDir]:
+    """``prepare`` of the tiny sweep's first run, with ``configs`` as the resolved configs."""
     sweep = load_sweep(TINY)
-    run = sweep.runs[0]
-    write_run_dir(sweep, run, {"trainer": {"max_epochs": 1}}, tmp_path).done.touch()
-    unchanged = write_run_dir(sweep, run, {"trainer": {"max_epochs": 1}}, tmp_path)
-    assert unchanged.done.exists()
-    changed = write_run_dir(sweep, run, {"trainer": {"max_epochs": 2}}, tmp_path)
+    monkeypatch.setattr(sweep_run, "sweep_configs", lambda *_: configs)
+    return prepare(sweep, sweep.runs[:1], out, **kwargs)
+
+
+def test_an_unchanged_or_moved_run_keeps_its_results(tmp_path: Path, monkeypatch) -> None:
+    name = load_sweep(TINY).runs[0].name
+    old, new = tmp_path / "old", tmp_path / "moved"
+    (run_dir,) = _prepare_with(monkeypatch, [_run_config(old, name, 1)], old)
+    run_dir.done.touch()
+    (same,) = _prepare_with(monkeypatch, [_run_config(old, name, 1)], old)
+    assert same.done.exists()
+    old.rename(new)
+    (moved,) = _prepare_with(monkeypatch, [_run_config(new, name, 1)], new)
+    assert moved.done.exists()
+    assert yaml.safe_load(moved.config.read_text()) == _run_config(new, name, 1)
+
+
+def test_a_started_run_whose_config_changed_is_refused_unless_discarded(
+    tmp_path: Path, monkeypatch
+) -> None:
+    name = load_sweep(TINY).runs[0].name
+    (run_dir,) = _prepare_with(monkeypatch, [_run_config(tmp_path, name, 1)], tmp_path)
+    run_dir.done.touch()
+    with pytest.raises(sweep_run.ConfigChanged, match=rf"{name}: trainer\.max_epochs\n"):
+        _prepare_with(monkeypatch, [_run_config(tmp_path, name, 2)], tmp_path)
+    assert run_dir.done.exists()
+    assert yaml.safe_load(run_dir.config.read_text())["trainer"]["max_epochs"] == 1
+    (changed,) = _prepare_with(
+        monkeypatch, [_run_config(tmp_path, name, 2)], tmp_path, discard_changed=True
+    )
     assert not changed.done.exists()
-    assert yaml.safe_load(changed.config.read_text()) == {"trainer": {"max_epochs": 2}}
+    assert yaml.safe_load(changed.config.read_text()) == _run_config(tmp_path, name, 2)
     assert changed.read_info()["configuration"] == "itc"
+
+
+def test_a_run_not_started_takes_the_new_config(tmp_path: Path, monkeypatch) -> None:
+    name = load_sweep(TINY).runs[0].name
+    _prepare_with(monkeypatch, [_run_config(tmp_path, name, 1)], tmp_path)
+    (run_dir,) = _prepare_with(monkeypatch, [_run_config(tmp_path, name, 2)], tmp_path)
+    assert yaml.safe_load(run_dir.config.read_text())["trainer"]["max_epochs"] == 2
+
+
+def test_config_changes_name_every_differing_leaf(tmp_path: Path) -> None:
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.path.mkdir()
+    before = _run_config(tmp_path, "run", 1) | {"model": {"objectives": [{"weight": 1.0}]}}
+    run_dir.config.write_text(yaml.safe_dump(before))
+    after = _run_config(tmp_path / "elsewhere", "run", 1) | {
+        "model": {"objectives": [{"weight": 2.0}, {"weight": 1.0}]},
+        "seed_everything": 3,
+    }
+    changes = sweep_run.config_changes(run_dir, after, tmp_path / "elsewhere")
+    assert changes == ["model.objectives.0.weight", "model.objectives.1.weight", "seed_everything"]
 
 
 def test_weights_for_an_objective_not_in_the_set_are_refused() -> None:

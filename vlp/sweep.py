@@ -7,7 +7,8 @@
 
 The file format is in ``vlp.sweep_plan``, a run's folder in ``vlp.sweep_run``. Running the
 same command again skips finished runs and resumes unfinished ones from their last checkpoint
-(``--restart`` re-runs them from scratch); a run whose config changed starts over.
+(``--restart`` re-runs them from scratch). A started run whose config changed is refused
+(``--discard-changed`` deletes it and starts over); a moved sweep folder is no change.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 import yaml
 
 from vlp.sweep_plan import Run, Sweep, load_sweep
-from vlp.sweep_run import RunDir, execute, prepare
+from vlp.sweep_run import ConfigChanged, RunDir, execute, prepare
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -58,6 +59,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--restart", action="store_true", help="unfinished runs start over, not from last.ckpt"
     )
+    parser.add_argument(
+        "--discard-changed",
+        action="store_true",
+        help="delete started runs whose config changed and start them over (default: refuse)",
+    )
     parser.add_argument("--executor", choices=("local", "slurm"), default="local")
     slurm = parser.add_argument_group("slurm (one job per run, as a job array)")
     slurm.add_argument("--partition")
@@ -76,7 +82,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.dry_run:
         print_plan(sweep, runs, [run for run in runs if not RunDir(out / run.name).done.exists()])
         return
-    run_dirs = prepare(sweep, runs, out)
+    try:
+        run_dirs = prepare(sweep, runs, out, discard_changed=args.discard_changed)
+    except ConfigChanged as changed:
+        raise SystemExit(f"vlp sweep: {changed}") from None
     pending = [run_dir for run_dir in run_dirs if not run_dir.done.exists()]
     print(f"{len(run_dirs)} runs, {len(run_dirs) - len(pending)} finished -> {out}")
     if args.executor == "slurm":

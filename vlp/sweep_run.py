@@ -75,30 +75,94 @@ class RunDir:
         resumed = sorted(self.path.glob(f"{RESUMED}*"), key=lambda p: int(p.name[len(RESUMED) :]))
         return [p for p in [self.path / FIT, *resumed] if p.is_dir()]
 
+    def started(self) -> bool:
+        """Whether anything beyond the config and ``run.json`` was written (logs, checkpoints)."""
+        return self.path.is_dir() and any(
+            p not in (self.config, self.info) for p in self.path.iterdir()
+        )
+
     def read_info(self) -> dict[str, Any]:
         return json.loads(self.info.read_text())
 
 
-def prepare(sweep: Sweep, runs: list[Run], out: Path) -> list[RunDir]:
-    """Resolve the runs' configs through the real CLI and write them; a changed config starts over.
+def prepare(
+    sweep: Sweep, runs: list[Run], out: Path, discard_changed: bool = False
+) -> list[RunDir]:
+    """Resolve the runs' configs through the real CLI and write them.
 
     A run whose config is unchanged keeps its checkpoint, logs and ``done`` marker, so it
-    resumes or is skipped.
+    resumes or is skipped, also when the sweep's folder moved (its paths follow). A started
+    run whose experiment changed is refused, naming what changed, unless ``discard_changed``:
+    hours of results are never deleted by editing a file.
     """
     configs = sweep_configs(sweep, runs, out)
+    run_dirs = [RunDir(out / run.name) for run in runs]
+    changed = {
+        run_dir.name: difference
+        for run_dir, config in zip(run_dirs, configs, strict=True)
+        if run_dir.started() and (difference := config_changes(run_dir, config, out))
+    }
+    if changed and not discard_changed:
+        raise ConfigChanged(changed)
+    for name in changed:
+        shutil.rmtree(out / name)
     return [
         write_run_dir(sweep, run, config, out) for run, config in zip(runs, configs, strict=True)
     ]
 
 
+class ConfigChanged(ValueError):
+    """Started runs whose resolved config is no longer the one they ran with."""
+
+    def __init__(self, changes: dict[str, list[str]]) -> None:
+        lines = [f"  {name}: {', '.join(keys[:5])}" for name, keys in changes.items()]
+        super().__init__(
+            "the config of these started runs changed since they ran:\n"
+            + "\n".join(lines)
+            + "\nmove their folders aside, or pass --discard-changed to delete them and start over"
+        )
+
+
+def config_changes(run_dir: RunDir, config: dict[str, Any], out: Path) -> list[str]:
+    """The dotted keys where ``config`` differs from the one ``run_dir`` ran with.
+
+    Paths under the run's old sweep folder are read as paths under ``out``: moving the
+    folder, or running from another directory, changes no experiment.
+    """
+    before = yaml.safe_load(run_dir.config.read_text())
+    old_out = before["trainer"]["logger"]["init_args"]["save_dir"]
+    before, after = _leaves(_replace_prefix(before, old_out, str(out))), _leaves(config)
+    missing = object()
+    return sorted(k for k in before | after if before.get(k, missing) != after.get(k, missing))
+
+
+def _leaves(value: Any, key: str = "") -> dict[str, Any]:
+    """``{"model.objectives.0.init_args.weight": 1.0, ...}``: every leaf by its dotted key."""
+    if not isinstance(value, (dict, list)) or not value:
+        return {key: value}
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    return {
+        leaf: v
+        for k, child in items
+        for leaf, v in _leaves(child, f"{key}.{k}" if key else str(k)).items()
+    }
+
+
+def _replace_prefix(value: Any, old: str, new: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _replace_prefix(v, old, new) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace_prefix(v, old, new) for v in value]
+    if isinstance(value, str) and (value == old or value.startswith(old + "/")):
+        return new + value[len(old) :]
+    return value
+
+
 def write_run_dir(sweep: Sweep, run: Run, config: dict[str, Any], out: Path) -> RunDir:
-    """``out/<run>`` with the config and ``run.json``, emptied first if the config changed."""
+    """``out/<run>`` with the config and ``run.json``."""
     run_dir = RunDir(out / run.name)
-    text = yaml.safe_dump(config, sort_keys=False)
-    if run_dir.config.exists() and run_dir.config.read_text() != text:
-        shutil.rmtree(run_dir.path)
     run_dir.path.mkdir(parents=True, exist_ok=True)
-    run_dir.config.write_text(text)
+    run_dir.config.write_text(yaml.safe_dump(config, sort_keys=False))
     info = {
         "name": run.name,
         # the report lists configurations in sweep order
