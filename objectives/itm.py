@@ -81,17 +81,6 @@ def itm_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     return loss, accuracy
 
 
-def _cat(first: Encoding, second: Encoding) -> Encoding:
-    mask = None
-    if first.mask is not None or second.mask is not None:
-        mask = torch.cat([first.token_mask, second.token_mask])
-    return Encoding(
-        pooled=torch.cat([first.pooled, second.pooled]),
-        tokens=torch.cat([first.tokens, second.tokens]),
-        mask=mask,
-    )
-
-
 class ImageTextMatching(Objective):
     """ITM head on the fusion encoder's [CLS], trained on hard in-batch negatives.
 
@@ -157,16 +146,23 @@ class ImageTextMatching(Objective):
         image_for_text = sample_hard_negatives(similarity.T, ids, temperature=tau)
         with_text = (text_for_image >= 0).nonzero().squeeze(1)
         with_image = (image_for_text >= 0).nonzero().squeeze(1)
+        # pairs [image i + drawn text | text j + drawn image], fused in one pass with gradients
+        text_rows = torch.cat([text_for_image[with_text], with_image])
+        image_rows = torch.cat([with_text, image_for_text[with_image]])
+        stand_in = text_rows.numel() == 0
+        if stand_in:
+            # Every rank runs the fusion stack as often as the others, since sharded (FSDP)
+            # layers gather their weights collectively: a rank without negatives fuses its
+            # first pair and gives it no weight.
+            text_rows = image_rows = torch.zeros(1, dtype=torch.long, device=ids.device)
+        negatives = self.logits(step.fuse(text.rows(text_rows), image.rows(image_rows)))
         logits = self.logits(positives)
-        if with_text.numel() + with_image.numel() > 0:
-            # one fusion pass over [image i + drawn text | text j + drawn image], with gradients
-            negatives = step.fuse(
-                _cat(text.rows(text_for_image[with_text]), text.rows(with_image)),
-                _cat(image.rows(with_text), image.rows(image_for_text[with_image])),
-            )
-            logits = torch.cat([logits, self.logits(negatives)])
+        if not stand_in:
+            logits = torch.cat([logits, negatives])
         labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
         labels[: positives.pooled.shape[0]] = 1
         loss, accuracy = itm_loss(logits, labels)
+        if stand_in:
+            loss = loss + 0.0 * negatives.sum()
         dropped = (text_for_image < 0).sum() + (image_for_text < 0).sum()
         return {"itm_loss": loss, "accuracy": accuracy, "no_negative": dropped.float()}

@@ -266,3 +266,23 @@ def test_default_temperature_needs_an_embedder_with_a_tau() -> None:
     step = Step({}, SimpleNamespace(), {}, embedder=NoTau())
     with pytest.raises(ValueError, match="set a number"):
         itm_with_fixed_head().sampling_temperature(step)
+
+
+@pytest.mark.parametrize("ids", [[3], [5, 5, 5], IDS])
+def test_the_fusion_stack_runs_twice_with_or_without_negatives(ids) -> None:
+    """Sharded ranks gather each fusion layer collectively, so a rank without negatives
+    still fuses a (weightless) pair: its gradients are those of the positives alone."""
+    v, w = torch.tensor(V[: len(ids)]), torch.tensor(W[: len(ids)])
+    images, texts = v.clone().requires_grad_(), w.clone().requires_grad_()
+    step = step_with(images, texts, ids)
+    calls = []
+    fusion = step.encoders.fusion
+    step.encoders.fusion = lambda text, image: calls.append(len(text.pooled)) or fusion(text, image)
+    itm_with_fixed_head(temperature=1e-3)(step)["itm_loss"].backward()
+    assert len(calls) == 2
+    if len(set(ids)) == 1:
+        ref_images, ref_texts = v.clone().requires_grad_(), w.clone().requires_grad_()
+        logits = (ref_images * ref_texts) @ torch.tensor(HEAD_WEIGHT).T + torch.tensor(HEAD_BIAS)
+        F.cross_entropy(logits, torch.ones(len(ids), dtype=torch.long)).backward()
+        assert torch.allclose(images.grad, ref_images.grad, atol=1e-6)
+        assert torch.allclose(texts.grad, ref_texts.grad, atol=1e-6)
