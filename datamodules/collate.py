@@ -9,12 +9,12 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import get_worker_info
 
 from vlp.datamodules.lm_text import LMTokenize
 from vlp.datamodules.records import SkippedRecord
 from vlp.datamodules.samples import NoItem, Sample
 from vlp.masking import BlockMasking, SpanMasking
+from vlp.seeding import generator
 
 MaskRecipe = BlockMasking | SpanMasking
 IMAGE_SALT, TEXT_SALT = 1, 2  # an image's and its caption's masks use unrelated generators
@@ -23,69 +23,48 @@ IMAGE_SALT, TEXT_SALT = 1, 2  # an image's and its caption's masks use unrelated
 class BatchMasks:
     """Draws the masks objectives asked for, one generator per sample.
 
-    A sample's generator is seeded from its image id and a per-batch base
-    drawn from this process's own stream, so a sample gets the same mask in
-    whichever rank's share of a global batch it lands (2 ranks × B see the
-    masks of 1 rank × 2B), masks change from step to step, and everything is
-    fixed by the data seed. Data workers seed their stream from the worker
-    seed too, which Lightning derives from the run's seed.
+    A sample's generator is seeded from its random key (``Sample.key``: data seed,
+    epoch, pass and index), so a sample gets the same mask in whichever rank's share
+    of a global batch it lands (2 ranks × B see the masks of 1 rank × 2B), masks
+    change from visit to visit, and a resumed run draws them again exactly.
     """
 
-    def __init__(self, recipes: tuple[MaskRecipe, ...], seed: int) -> None:
+    def __init__(self, recipes: tuple[MaskRecipe, ...]) -> None:
         fields = [field for recipe in recipes for field in recipe.fields]
         if len(fields) != len(set(fields)):
             raise ValueError(f"objectives ask for one mask field made two ways: {recipes}")
         self.recipes = recipes
-        self.seed = seed
-        self._stream: torch.Generator | None = None
-        self._worker_seed: int | None = None
 
-    def _batch_base(self) -> int:
-        info = get_worker_info()
-        worker_seed = -1 if info is None else info.seed
-        if self._stream is None or worker_seed != self._worker_seed:
-            self._stream = torch.Generator().manual_seed(_mix(self.seed, worker_seed))
-            self._worker_seed = worker_seed
-        return int(torch.randint(2**62, (), generator=self._stream))
-
-    def __call__(self, batch: dict[str, Any]) -> dict[str, Tensor]:
-        base = self._batch_base()
+    def __call__(self, batch: dict[str, Any], samples: list[Sample]) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {}
         for recipe in self.recipes:
             if isinstance(recipe, BlockMasking):
-                rows = [recipe(_generator(base, IMAGE_SALT, int(i))) for i in batch["image_ids"]]
+                rows = [recipe(generator(s.key, IMAGE_SALT)) for s in samples]
                 out["image_mask"] = torch.stack(rows) if rows else torch.empty(0, dtype=torch.bool)
             else:
-                out.update(_text_masks(recipe, batch, base))
+                out.update(_text_masks(recipe, batch, samples))
         return out
 
 
-def _text_masks(recipe: SpanMasking, batch: dict[str, Any], base: int) -> dict[str, Tensor]:
-    """Each caption masked with its own generator, keyed by its image and rank among its captions.
+def _text_masks(
+    recipe: SpanMasking, batch: dict[str, Any], samples: list[Sample]
+) -> dict[str, Tensor]:
+    """Each caption masked with its own generator, keyed by its sample and its rank there.
 
     Only the real tokens are drawn for, so the mask does not depend on how
     long the batch's longest caption is.
     """
     ids, attention = batch["text_ids"], batch["text_mask"]
     masked_ids, positions = ids.clone(), torch.zeros_like(attention, dtype=torch.bool)
-    seen: Counter = Counter()
-    for row, image_id in enumerate(batch["text_image_ids"].tolist()):
-        generator = _generator(base, TEXT_SALT, image_id, seen[image_id])
-        seen[image_id] += 1
+    keys = [(s.key, c) for s in samples for c in range(len(s.captions))]
+    for row, (key, caption) in enumerate(keys):
         real = attention[row].bool()
-        masked = recipe(ids[row, real][None], attention[row, real][None], generator)
+        masked = recipe(
+            ids[row, real][None], attention[row, real][None], generator(key, TEXT_SALT, caption)
+        )
         masked_ids[row, real] = masked.ids[0]
         positions[row, real] = masked.selected[0]
     return {"masked_text_ids": masked_ids, "text_mask_positions": positions}
-
-
-def _generator(*key: int) -> torch.Generator:
-    return torch.Generator().manual_seed(_mix(*key))
-
-
-def _mix(*key: int) -> int:
-    """A seed from integers; ``hash`` of a tuple of ints is the same in every process and run."""
-    return hash(key) % 2**63
 
 
 @dataclass(frozen=True)
@@ -153,7 +132,7 @@ class Collate:
             "attributes": [s.attributes for s in samples],
             "skipped": skipped,
         }
-        return batch if self.masks is None else {**batch, **self.masks(batch)}
+        return batch if self.masks is None else {**batch, **self.masks(batch, samples)}
 
     def _negatives(self, samples: list[Sample]) -> dict[str, Tensor]:
         texts: list[str] = []

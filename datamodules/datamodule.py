@@ -20,7 +20,7 @@ from vlp.datamodules.lm_text import LMTokenize
 from vlp.datamodules.lockstep import LockstepLoader
 from vlp.datamodules.media_text import MediaTextCollate, MediaTextSource, as_media_samples
 from vlp.datamodules.mixture import DatasetTag, MixturePart, TaggedCollate
-from vlp.datamodules.samples import Views, as_samples
+from vlp.datamodules.samples import Views, Visit, as_samples
 from vlp.datamodules.transforms import (
     CLIP_MEAN,
     CLIP_STD,
@@ -30,6 +30,7 @@ from vlp.datamodules.transforms import (
     second_view_transform,
     train_transform,
 )
+from vlp.seeding import mix
 
 PROVIDES = frozenset({"images", "text", "images_aug", "lm_text", "labels"})
 MODEL_SIDE = frozenset({"fusion"})  # needs the model, not the data, satisfies
@@ -65,26 +66,37 @@ class ResumableSampler(DistributedSampler):
     shorter datasets restart until the longest is done) start from the beginning, as
     they did in the uninterrupted run. ``len`` stays the full epoch, which is what
     Lightning's restored loop counters count against.
+
+    Indices come as :class:`Visit`, keyed by (seed, epoch, pass, index): an item's random
+    draws differ from visit to visit, and a resumed pass replays them.
     """
 
     def __init__(self, *args: Any, resume_epoch: int = -1, skip: int = 0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.resume_epoch = resume_epoch
         self.skip = skip
+        self.resume_pass = 0
         self._resumed = False
+        self._passes: tuple[int, int] = (-1, 0)  # (epoch, passes started in it)
 
     def resume_after(self, steps: int, batch_size: int, drop_last: bool) -> None:
         """Resume after ``steps`` training steps of ``resume_epoch``, each of which took one
         batch of ``batch_size`` from this sampler's loader, passing over it again when done."""
         per_pass = len(self) // batch_size if drop_last else -(-len(self) // batch_size)
         self.skip = (steps % per_pass) * batch_size
+        self.resume_pass = steps // per_pass
 
-    def __iter__(self) -> Iterator[int]:
-        indices = list(super().__iter__())
-        if self.epoch != self.resume_epoch or self._resumed:
-            return iter(indices)
-        self._resumed = True
-        return iter(indices[self.skip :])
+    def __iter__(self) -> Iterator[Visit]:
+        resuming = self.epoch == self.resume_epoch and not self._resumed
+        if resuming:
+            self._resumed = True
+            self._passes = (self.epoch, self.resume_pass)
+        elif self._passes[0] != self.epoch:
+            self._passes = (self.epoch, 0)
+        pass_ = self._passes[1]
+        self._passes = (self.epoch, pass_ + 1)
+        visits = [Visit(i, mix(self.seed, self.epoch, pass_, i)) for i in super().__iter__()]
+        return iter(visits[self.skip :] if resuming else visits)
 
 
 def drops_last_batch(per_rank: int, batch_size: int) -> bool:
@@ -291,7 +303,7 @@ class VLPDataModule(LightningDataModule):
             views = Views(self.train_transform, extra)
         else:
             views = Views(self.eval_transform)
-        dataset = as_samples(source, views, all_captions=not train)
+        dataset = as_samples(source, views, all_captions=not train, seed=self.seed)
         return dataset, Collate(self.tokenize, self._masks() if train else None, lm_tokenize)
 
     def _lm_tokenize(self) -> LMTokenize:
@@ -301,7 +313,7 @@ class VLPDataModule(LightningDataModule):
 
     def _masks(self) -> BatchMasks | None:
         recipes = tuple(n for n in self.needs if not isinstance(n, str))
-        return BatchMasks(recipes, self.seed) if recipes else None
+        return BatchMasks(recipes) if recipes else None
 
     def _sampler(self, dataset: Dataset, train: bool) -> Sampler:
         """Our own samplers, so Lightning does not substitute its own.

@@ -13,6 +13,7 @@ from torch.utils.data import Dataset, IterableDataset
 
 from vlp.datamodules.formats.split import WorkerStart
 from vlp.datamodules.records import ImageTextRecord, SkippedRecord
+from vlp.seeding import mix, seeded_cpu
 
 
 @dataclass
@@ -33,6 +34,22 @@ class Sample:
     extra_views: dict[str, Tensor] = field(default_factory=dict)  # e.g. TCL's "images_aug"
     questions: list[dict[str, str]] = field(default_factory=list)  # VQA pairs (P-tuning, eval)
     attributes: dict[str, int] = field(default_factory=dict)  # more linear-probe targets
+    key: int = 0  # this visit's random key: its masks follow from it too (``vlp.seeding``)
+
+
+class Visit(int):
+    """A training index that also carries the random key of this visit of the item
+    (data seed, epoch, pass, index): a dataset without random draws reads it as the index."""
+
+    key: int
+
+    def __new__(cls, index: int, key: int) -> Visit:
+        visit = super().__new__(cls, index)
+        visit.key = key
+        return visit
+
+    def __reduce__(self) -> tuple[type, tuple[int, int]]:
+        return Visit, (int(self), self.key)
 
 
 @dataclass(frozen=True)
@@ -44,20 +61,22 @@ class Views:
 
 
 def to_sample(
-    record: ImageTextRecord | SkippedRecord,
-    views: Views,
-    all_captions: bool,
+    record: ImageTextRecord | SkippedRecord, views: Views, all_captions: bool, key: int
 ) -> Sample | SkippedRecord:
     """Training draws one caption per image per visit (ALBEF); evaluation keeps them all,
-    with their hard negatives."""
+    with their hard negatives. The draws (caption, crops, colours) follow from ``key``."""
     if isinstance(record, SkippedRecord):
         return record
     captions = list(record.captions)
-    if not all_captions:
-        captions = [captions[int(torch.randint(len(captions), ()))]]
+    with seeded_cpu(key):
+        if not all_captions:
+            captions = [captions[int(torch.randint(len(captions), ()))]]
+        image = views.main(record.image)
+        extra_views = {name: view(record.image) for name, view in views.extra.items()}
     return Sample(
-        image=views.main(record.image),
-        extra_views={name: view(record.image) for name, view in views.extra.items()},
+        image=image,
+        extra_views=extra_views,
+        key=key,
         captions=captions,
         image_id=record.image_id,
         label=record.label,
@@ -144,21 +163,30 @@ class MappedSamples(Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, index: int | None) -> Sample | SkippedRecord | NoItem:
+    def __getitem__(self, index: int | Visit | None) -> Sample | SkippedRecord | NoItem:
         if index is None:
             return NoItem()
-        return to_sample(self.source[index], self.views, self.all_captions)
+        key = index.key if isinstance(index, Visit) else mix(index)
+        return to_sample(self.source[index], self.views, self.all_captions, key)
 
 
 class StreamedSamples(IterableDataset):
-    """A streaming source (it splits itself by rank and worker) seen through :func:`to_sample`."""
+    """A streaming source (it splits itself by rank and worker) seen through :func:`to_sample`.
 
-    def __init__(self, source: IterableDataset, views: Views, all_captions: bool) -> None:
+    A record's random key is (seed, epoch, image id): a stream visits each once per epoch.
+    """
+
+    def __init__(
+        self, source: IterableDataset, views: Views, all_captions: bool, seed: int = 0
+    ) -> None:
         self.source = source
         self.views = views
         self.all_captions = all_captions
+        self.seed = seed
+        self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
         if hasattr(self.source, "set_epoch"):
             self.source.set_epoch(epoch)
 
@@ -172,9 +200,13 @@ class StreamedSamples(IterableDataset):
 
     def __iter__(self) -> Iterator[Sample | SkippedRecord]:
         for record in self.source:
-            yield to_sample(record, self.views, self.all_captions)
+            key = mix(self.seed, self.epoch, getattr(record, "image_id", 0))
+            yield to_sample(record, self.views, self.all_captions, key)
 
 
-def as_samples(source: Dataset, views: Views, all_captions: bool) -> Dataset:
-    wrapper = MappedSamples if not isinstance(source, IterableDataset) else StreamedSamples
-    return wrapper(source, views, all_captions)
+def as_samples(source: Dataset, views: Views, all_captions: bool, seed: int) -> Dataset:
+    """``source``'s samples; ``seed`` keys a stream's draws (a map-style source's visits
+    come keyed from the sampler)."""
+    if isinstance(source, IterableDataset):
+        return StreamedSamples(source, views, all_captions, seed)
+    return MappedSamples(source, views, all_captions)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vlp.distributed import global_mean, world
+from vlp.distributed import global_mean
 from vlp.encoders import Encoders
 from vlp.encoders.text import TextEncoder
 from vlp.masking import IGNORE_INDEX, MaskedTokens, mask_tokens
@@ -155,12 +155,9 @@ class MaskedLanguageModeling(Objective):
         return (self.vision_teacher, self.text_teacher, self.fusion_teacher)
 
     def mask(self, step: Step) -> MaskedTokens:
-        """This step's masked captions, from a generator seeded by the global RNG and the rank.
-
-        Lightning seeds the global RNG, so a fixed seed gives fixed masks; the
-        rank makes ranks' masks independent of one another.
-        """
-        seed = int(torch.randint(2**62, ())) + world()[0]
+        """This step's masked captions, from a CPU generator seeded by the global RNG, which
+        the module seeds per step and rank (``vlp.seeding.seed_step``)."""
+        seed = int(torch.randint(2**62, ()))
         return mask_tokens(
             step.field("text_ids"),
             step.field("text_mask"),

@@ -1,6 +1,8 @@
 """A run killed mid-epoch (or just after an epoch's end) and resumed from its last
-checkpoint ends where an uninterrupted run ends, for one dataset, a mixture and a stream: same weights, EMA teachers, queues, optimizer state and
-losses, because every step after the resume sees the batch it would have seen."""
+checkpoint ends where an uninterrupted run ends, for one dataset, a mixture and a stream:
+same weights, EMA teachers, queues, optimizer state and losses, because every step after
+the resume sees the batch it would have seen, with the same random draws (crops, colours,
+caption choice, dropout, hard negatives, MLM masks)."""
 
 from __future__ import annotations
 
@@ -19,8 +21,10 @@ from vlp.datamodules.formats.writers import write_records
 from vlp.datamodules.mixture import MixturePart
 from vlp.datamodules.synthetic import SyntheticScenes
 from vlp.datamodules.transforms import Augment
-from vlp.encoders import TextEncoder, VisionEncoder
+from vlp.encoders import FusionConfig, TextEncoder, VisionEncoder
 from vlp.module import VLPModule
+from vlp.objectives.itm import ImageTextMatching
+from vlp.objectives.mlm import MaskedLanguageModeling
 from vlp.objectives.momentum import MomentumContrastive
 
 BATCHES_PER_EPOCH = 3
@@ -55,25 +59,31 @@ class LossRecorder(Callback):
 
 
 def model() -> VLPModule:
-    """Momentum ITC with a queue smaller than an epoch, so it wraps; no dropout anywhere."""
+    """Momentum ITC with a queue smaller than an epoch, so it wraps, then ITM and MLM
+    through a fusion layer; dropout in the text encoder."""
     torch.manual_seed(0)
     return VLPModule(
         VisionEncoder("vit_tiny_patch16_224", image_size=32, model_kwargs=TINY_VISION),
-        TextEncoder(config=TINY_TEXT, max_length=16),
-        [MomentumContrastive(embed_dim=16, queue_size=6, momentum=0.9, alpha_warmup_steps=4)],
+        TextEncoder(config=TINY_TEXT | {"hidden_dropout_prob": 0.1}, max_length=16),
+        [
+            MomentumContrastive(embed_dim=16, queue_size=6, momentum=0.9, alpha_warmup_steps=4),
+            ImageTextMatching(),
+            MaskedLanguageModeling(),
+        ],
+        fusion=FusionConfig(depth=1, heads=2),
     )
 
 
 def data(module: VLPModule, kind: str, shards_dir: Path) -> VLPDataModule:
-    """Shuffled each epoch; augmentation off and one caption per image, so only the order varies.
+    """Shuffled each epoch, augmented, and one of two captions drawn per image and visit.
 
     ``mixture`` adds a dataset of 2 batches to the 3-batch one: it restarts within every
     epoch, so a resumed epoch must skip into it by the steps modulo its length. ``stream``
     reads the 3 batches from WebDataset shards of one batch each, in an order shuffled per
     epoch, so a resumed epoch must skip into a stream.
     """
-    scenes = SyntheticScenes("train", 4 * BATCHES_PER_EPOCH, captions_per_image=1)
-    shorter = SyntheticScenes("val", 8, captions_per_image=1)
+    scenes = SyntheticScenes("train", 4 * BATCHES_PER_EPOCH, captions_per_image=2)
+    shorter = SyntheticScenes("val", 8, captions_per_image=2)
     parts = [MixturePart("scenes", scenes), MixturePart("shorter", shorter, weight=0.5)]
     sources = {"one_dataset": {"train": scenes}, "mixture": {"mixture": parts}}
     if kind == "stream":
@@ -84,7 +94,7 @@ def data(module: VLPModule, kind: str, shards_dir: Path) -> VLPDataModule:
         batch_size=4,
         num_workers=0,
         image_size=32,
-        augment=Augment(crop_scale=None, brightness_contrast=0.0),
+        augment=Augment(crop_scale=(0.5, 1.0), brightness_contrast=0.4),
         tokenize=module.tokenize,
     )
 

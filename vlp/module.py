@@ -24,6 +24,7 @@ from vlp.evaluation.evaluator import Evaluator
 from vlp.objectives.base import Objective, weighted_total
 from vlp.optim import apply_lr_multipliers, parameter_groups, warmup_cosine
 from vlp.prompting.freezing import ParameterCount, train_only
+from vlp.seeding import seed_step
 from vlp.sharding import gather_whole, is_shard, shard_again, shard_model
 from vlp.staged import init_from_checkpoint
 from vlp.step import Step
@@ -190,8 +191,12 @@ class VLPModule(LightningModule):
         return Step(batch, self.encoders, self.teachers, self.evaluator.embedder, self.global_step)
 
     def on_train_batch_start(self, batch: dict[str, Any], batch_idx: int) -> None:
-        """Decide, the same on every rank, whether this step is skipped: it is when some
-        rank's batch (or a mixture dataset's batch) lost every sample to bad data."""
+        """Seed the step's draws (dropout, hard negatives, MLM masks) from where it is, so a
+        resumed run replays them; decide, the same on every rank, whether this step is
+        skipped: it is when some rank's batch (or a mixture dataset's batch) lost every
+        sample to bad data."""
+        # not batch_idx: Lightning restarts it part-way after resuming at an epoch's end
+        seed_step(self.trainer.fit_loop.epoch_loop.total_batch_idx, self.global_rank)
         empty = any(batch_rows(part) == 0 for _, part in mixture_parts(batch))
         self._skipping = any_rank(empty, self.device)
 

@@ -192,7 +192,7 @@ def evaluate_on_rank(rank: int, world_size: int, port: int, out: str) -> None:
     model = tiny_model([Contrastive(embed_dim=8), ImageTextMatching(rerank_k=4)])
     scenes = SyntheticScenes("val", num_images=7, image_size=32, captions_per_image=2)
     samples = as_samples(
-        scenes, Views(VLPDataModule(image_size=32).eval_transform), all_captions=True
+        scenes, Views(VLPDataModule(image_size=32).eval_transform), all_captions=True, seed=0
     )
     loader = DataLoader(
         samples,
