@@ -154,3 +154,24 @@ def test_report_draws_headline_bars_and_loss_curves(sweep_dir: Path) -> None:
 def test_a_folder_without_finished_runs_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="no finished runs"):
         main([str(tmp_path)])
+
+
+def write_code(run: Path, *versions: dict[str, str]) -> None:
+    (run / "code.json").write_text(json.dumps([{"stage": "fit", **v} for v in versions]))
+
+
+def test_report_names_the_code_its_runs_ran_and_warns_when_it_differs(sweep_dir: Path) -> None:
+    main([str(sweep_dir)])
+    assert "Code: not recorded" in (sweep_dir / "report.md").read_text()
+    same = {"vlp": "0.1.0", "commit": "1a2b3c4d5e6f", "torch": "2.14.1"}
+    for run in sweep_dir.glob("*_s*"):
+        write_code(run, same)
+    main([str(sweep_dir)])
+    report = (sweep_dir / "report.md").read_text()
+    assert "Code: vlp 0.1.0 (1a2b3c4d5e6f), torch 2.14.1." in report
+    assert "Warning" not in report
+    write_code(sweep_dir / "albef_s2", same, same | {"commit": "0f0f0f0f0f0f-dirty"})
+    main([str(sweep_dir)])
+    report = (sweep_dir / "report.md").read_text()
+    assert "the runs ran 2 code versions" in report
+    assert "- vlp 0.1.0 (0f0f0f0f0f0f-dirty), torch 2.14.1" in report

@@ -22,6 +22,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vlp.provenance import describe
 from vlp.sweep_run import RunDir
 from vlp.throughput import METRIC as THROUGHPUT
 
@@ -52,6 +53,7 @@ class Configuration:
     seeds: list[int] = field(default_factory=list)
     values: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     curves: list[dict[int, float]] = field(default_factory=list)  # train/loss by step, per seed
+    code: list[dict[str, str]] = field(default_factory=list)  # each stage's code, every run
 
     def mean(self, metric: str) -> float:
         values = self.values.get(metric, [])
@@ -98,6 +100,7 @@ def collect(root: Path) -> list[Configuration]:
             info["configuration"], Configuration(info["configuration"])
         )
         configuration.seeds.append(info["seed"])
+        configuration.code.extend(run.read_code())
         for metric, value in last_values(run.test_metrics).items():
             if metric.startswith("test/"):
                 configuration.values[metric].append(value)
@@ -210,7 +213,21 @@ def markdown(configurations: list[Configuration], columns: list[str]) -> str:
             cells.append(f"**{cell}**" if is_best else cell)
         lines.append(f"| {c.name} | {len(c.seeds)} | " + " | ".join(cells) + " |")
     note = "Mean ± sample std over seeds; recall and accuracy in %; best mean per column in bold."
-    return "\n".join(lines) + f"\n\n{note}\n"
+    return "\n".join(lines) + f"\n\n{note}\n\n{code_note(configurations)}\n"
+
+
+def code_note(configurations: list[Configuration]) -> str:
+    """Which code the runs' stages ran: one version, or a warning listing them all."""
+    stages = [c for configuration in configurations for c in configuration.code]
+    versions = sorted({describe({k: v for k, v in c.items() if k != "stage"}) for c in stages})
+    if len(versions) == 1:
+        return f"Code: {versions[0]}."
+    if not versions:
+        return "Code: not recorded (runs made before sweeps wrote `code.json`)."
+    listed = "".join(f"\n- {v}" for v in versions)
+    return (
+        f"**Warning: the runs ran {len(versions)} code versions** (each run's `code.json`):{listed}"
+    )
 
 
 def _cell(mean: float, std: float, metric: str) -> str:

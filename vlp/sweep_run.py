@@ -7,6 +7,7 @@ OUT/<run>/checkpoints/last.ckpt
 OUT/<run>/fit/metrics.csv     CSVLogger of fit (fit_resumed<N>/ for each resume)
 OUT/<run>/test/metrics.csv    CSVLogger of test on the last checkpoint
 OUT/<run>/{fit,test}.log      the stages' console output
+OUT/<run>/code.json           the code (vlp commit, library versions) of every stage run
 OUT/<run>/done                written after test succeeds: the run is skipped from then on
 ```
 """
@@ -26,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from vlp.provenance import code_version
 from vlp.sweep_plan import Run, Sweep
 
 CSV_LOGGER = "lightning.pytorch.loggers.CSVLogger"
@@ -69,6 +71,14 @@ class RunDir:
     @property
     def test_metrics(self) -> Path:
         return self.path / "test" / "metrics.csv"
+
+    @property
+    def code(self) -> Path:
+        return self.path / "code.json"
+
+    def read_code(self) -> list[dict[str, str]]:
+        """``[{"stage": "fit", "vlp": ..., "commit": ..., "torch": ...}, ...]`` per stage run."""
+        return json.loads(self.code.read_text()) if self.code.exists() else []
 
     def fit_attempts(self) -> list[Path]:
         """The fit log folders in the order they ran: ``fit``, ``fit_resumed1``, ..."""
@@ -318,6 +328,9 @@ def execute(
 def _stage(
     run_dir: RunDir, stage: str, args: list[str], cwd: Path, env: dict[str, str] | None
 ) -> None:
+    run_dir.code.write_text(
+        json.dumps([*run_dir.read_code(), {"stage": stage, **code_version()}], indent=2)
+    )
     log = run_dir.path / f"{stage}.log"
     with open(log, "w") as out:
         code = subprocess.call(
