@@ -164,7 +164,11 @@ def test_report_names_the_code_its_runs_ran_and_warns_when_it_differs(sweep_dir:
     main([str(sweep_dir)])
     assert "Code: not recorded" in (sweep_dir / "report.md").read_text()
     same = {"vlp": "0.1.0", "commit": "1a2b3c4d5e6f", "torch": "2.14.1"}
-    for run in sweep_dir.glob("*_s*"):
+    for run in sweep_dir.glob("albef_s*"):
+        write_code(run, same)
+    main([str(sweep_dir)])
+    assert "torch 2.14.1 (2 runs did not record theirs)." in (sweep_dir / "report.md").read_text()
+    for run in sweep_dir.glob("tcl_s*"):
         write_code(run, same)
     main([str(sweep_dir)])
     report = (sweep_dir / "report.md").read_text()

@@ -54,6 +54,7 @@ class Configuration:
     values: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     curves: list[dict[int, float]] = field(default_factory=list)  # train/loss by step, per seed
     code: list[dict[str, str]] = field(default_factory=list)  # each stage's code, every run
+    unrecorded: int = 0  # runs made before sweeps recorded their code
 
     def mean(self, metric: str) -> float:
         values = self.values.get(metric, [])
@@ -101,6 +102,7 @@ def collect(root: Path) -> list[Configuration]:
         )
         configuration.seeds.append(info["seed"])
         configuration.code.extend(run.read_code())
+        configuration.unrecorded += not run.read_code()
         for metric, value in last_values(run.test_metrics).items():
             if metric.startswith("test/"):
                 configuration.values[metric].append(value)
@@ -220,14 +222,14 @@ def code_note(configurations: list[Configuration]) -> str:
     """Which code the runs' stages ran: one version, or a warning listing them all."""
     stages = [c for configuration in configurations for c in configuration.code]
     versions = sorted({describe({k: v for k, v in c.items() if k != "stage"}) for c in stages})
-    if len(versions) == 1:
-        return f"Code: {versions[0]}."
+    unrecorded = sum(c.unrecorded for c in configurations)
+    missing = f" ({unrecorded} runs did not record theirs)" if unrecorded else ""
     if not versions:
         return "Code: not recorded (runs made before sweeps wrote `code.json`)."
+    if len(versions) == 1:
+        return f"Code: {versions[0]}{missing}."
     listed = "".join(f"\n- {v}" for v in versions)
-    return (
-        f"**Warning: the runs ran {len(versions)} code versions** (each run's `code.json`):{listed}"
-    )
+    return f"**Warning: the runs ran {len(versions)} code versions**{missing}:{listed}"
 
 
 def _cell(mean: float, std: float, metric: str) -> str:
