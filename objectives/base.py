@@ -41,6 +41,10 @@ class Objective(nn.Module):
     def bind(self, encoders: Encoders) -> None:
         """Build the parameters that depend on encoder widths (called once by the module)."""
 
+    def checkpoint_activations(self) -> None:
+        """Recompute the activations of this objective's own layer stacks in the backward
+        pass (``model.activation_checkpointing``); most objectives have none."""
+
     def prompt_modules(self) -> tuple[nn.Module, ...]:
         """What a ``prompt_only`` objective trains: all of it, unless it also holds frozen
         parts (a P-tuned Flamingo keeps its stage-1 LM inside)."""

@@ -161,6 +161,10 @@ class Flamingo(Objective):
         sizes = {"vocab_size": len(tokenizer), **special, **self.lm_config}
         return AutoModelForCausalLM.from_config(AutoConfig.for_model(**sizes))
 
+    def checkpoint_activations(self) -> None:
+        self.resampler.checkpoint_activations()
+        self.lm.checkpoint_activations()
+
     def train(self, mode: bool = True) -> Flamingo:
         super().train(mode)
         if self.freeze_lm and hasattr(self, "lm"):

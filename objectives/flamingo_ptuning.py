@@ -126,6 +126,14 @@ class FlamingoPromptTuning(Flamingo):
         )  # fmt: skip
         self.train(self.training)
 
+    def checkpoint_activations(self) -> None:
+        if self.deep_prompts:
+            raise ValueError(
+                "model.activation_checkpointing: deep prompts enter the LM as a KV cache, "
+                "which recomputing a layer would write twice; use one or the other"
+            )
+        super().checkpoint_activations()
+
     def prompt_modules(self) -> tuple[nn.Module, ...]:
         return (self.prompts, self.deep_prompts)
 

@@ -63,6 +63,9 @@ class VLPModule(LightningModule):
             this model, read weights-only (staged training: e.g. CoOp on an ITC run, whose
             objectives come first in the same order); weights it lacks keep their
             initialisation, and EMA teachers start as copies of the loaded encoders.
+        activation_checkpointing: recompute every layer's activations in the backward
+            pass instead of keeping them (towers, fusion, Flamingo's resampler and LM
+            layers): less memory for about one more forward pass of compute.
 
     An objective with ``prompt_only`` (CoOp) freezes everything outside such objectives.
     """
@@ -78,6 +81,7 @@ class VLPModule(LightningModule):
         freeze: tuple[str, ...] = (),
         lr_multipliers: dict[str, float] | None = None,
         init_from: str | None = None,
+        activation_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         if not objectives:
@@ -102,6 +106,10 @@ class VLPModule(LightningModule):
                 for key, spec in specs.items()
             }
         )
+        if activation_checkpointing:  # after the teachers are copied: they keep no activations
+            self.encoders.checkpoint_activations()
+            for objective in objectives:
+                objective.checkpoint_activations()
         self.optimizer_factory = optimizer
         self.schedule = schedule
         self.frozen = self._freeze(tuple(freeze)) + self._freeze_all_but_prompts()

@@ -20,10 +20,17 @@ QUEUE = ("image_queue.", "text_queue.")
 
 
 def run(
-    devices: int, batch_size: int, out: Path, objective: str, steps: int, strategy: str = "ddp"
+    devices: int,
+    batch_size: int,
+    out: Path,
+    objective: str,
+    steps: int,
+    strategy: str = "ddp",
+    recompute: bool = False,
 ) -> dict:
     command = [sys.executable, "-m", "tests.distributed.one_step"]
     args = [str(devices), str(batch_size), str(out), objective, str(steps), strategy]
+    args.append("1" if recompute else "0")
     subprocess.run(command + args, check=True, timeout=600, capture_output=True, cwd=ROOT)
     return load_file(str(out))
 
@@ -90,3 +97,19 @@ def test_two_ranks_match_one_rank_on_the_same_global_batch(
         block = "model.blocks.0.mlp.fc1.weight"
         vision_teacher = next(n for n in teachers if n.startswith("teachers.vision") and block in n)
         assert not torch.allclose(double[vision_teacher], double[f"encoders.vision.{block}"])
+
+
+@pytest.mark.ddp
+def test_sharded_ranks_that_recompute_activations_match_one_rank(
+    single_process: Callable[[str, int], dict], tmp_path: Path
+) -> None:
+    """Activation checkpointing recomputes the very layers FSDP gathers unit by unit (the
+    towers', the resampler's and the LM's): the recompute in backward finds its unit
+    gathered, and the weights come out as one process's without recomputing."""
+    single = single_process("flamingo", 2)
+    double = run(2, 4, tmp_path / "double.safetensors", "flamingo", 2, "fsdp", recompute=True)
+    torch.testing.assert_close(double["loss"], single["loss"], rtol=1e-5, atol=0)
+    compared = [name for name in single if name != "sharded"]
+    assert len(compared) > 10
+    for name in compared:
+        assert torch.allclose(single[name], double[name], atol=1e-6, rtol=1e-5), name

@@ -43,5 +43,12 @@ class Encoders(nn.Module):
             )
         )
 
+    def checkpoint_activations(self) -> None:
+        """Recompute every tower's layer activations in the backward pass."""
+        self.vision.checkpoint_activations()
+        self.text.checkpoint_activations()
+        if self.fusion is not None:
+            self.fusion.checkpoint_activations()
+
 
 __all__ = ["Encoders", "FusionConfig", "FusionEncoder", "TextEncoder", "VisionEncoder"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from vlp.activation_checkpointing import run_layer
 from vlp.encoding import Encoding
 
 
@@ -57,6 +58,11 @@ class FusionEncoder(nn.Module):
         )
         self.norm = nn.LayerNorm(text_width)
         self.width = text_width
+        self.recompute = False  # activation checkpointing, per layer
+
+    def checkpoint_activations(self) -> None:
+        """Recompute each layer's activations in the backward pass instead of keeping them."""
+        self.recompute = True
 
     def ffn_modules(self) -> list[nn.Module]:
         """Each layer's MLP, whose output before the residual add is data2vec's target."""
@@ -68,7 +74,7 @@ class FusionEncoder(nn.Module):
         x = text.tokens
         hidden: list[Tensor] = []
         for layer in self.layers:
-            x = layer(x, text_pad, image_tokens)
+            x = run_layer(self.recompute, layer, x, text_pad, image_tokens)
             hidden.append(x)
         x = self.norm(x)
         return Encoding(pooled=x[:, 0], tokens=x, mask=text.mask, hidden_states=tuple(hidden))

@@ -87,6 +87,16 @@ class TextEncoder(nn.Module):
             raise ValueError(f"no BERT-style FFN layers in {type(self.model).__name__}")
         return [layer.output.dense for layer in layers]
 
+    def checkpoint_activations(self) -> None:
+        """Recompute each layer's activations in the backward pass instead of keeping them
+        (Hugging Face's gradient checkpointing, non-reentrant)."""
+        if not self.model.supports_gradient_checkpointing:
+            raise ValueError(f"{type(self.model).__name__} cannot checkpoint activations")
+        self.model.config.use_cache = False  # an encoder keeps no cache; HF warns otherwise
+        # transformers 5 renamed gradient_checkpointing_enable
+        enable = getattr(self.model, "activation_checkpointing_enable", None)
+        (enable or self.model.gradient_checkpointing_enable)({"use_reentrant": False})
+
     def forward(self, text_ids: Tensor, text_mask: Tensor) -> Encoding:
         out = self.model(input_ids=text_ids, attention_mask=text_mask, output_hidden_states=True)
         tokens = out.last_hidden_state

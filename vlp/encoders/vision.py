@@ -78,6 +78,11 @@ class VisionEncoder(nn.Module):
             raise ValueError(f"{type(self.model).__name__} has no transformer blocks")
         return [block.mlp for block in self.model.blocks]
 
+    def checkpoint_activations(self) -> None:
+        """Recompute each block's activations in the backward pass instead of keeping them
+        (timm's gradient checkpointing)."""
+        self.model.set_grad_checkpointing(True)
+
     def forward(self, images: Tensor, mask: Tensor | None = None) -> Encoding:
         """Encode ``images``; with ``mask`` [B, H·W] (True = masked) the embeddings of masked
         patches become the mask token before position embeddings and blocks (data2vec/BEiT)."""

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from vlp.activation_checkpointing import run_layer
 from vlp.flamingo.added_tokens import AddedTokenEmbedding, AddedTokenHead
 from vlp.flamingo.cross_attention import GatedCrossAttentionBlock
 from vlp.flamingo.media_mask import media_attention_mask, media_index
@@ -67,12 +68,19 @@ class FlamingoLayer(nn.Module):
         self.decoder_layer = decoder_layer
         self.xattn = xattn
         self.conditioning = conditioning
+        self.recompute = False  # activation checkpointing of the block and the layer
 
     def forward(self, hidden_states: Tensor, *args: Any, **kwargs: Any) -> Any:
+        # the media go in as arguments: a recompute in backward runs after the forward
+        # has cleared the conditioning
+        media, mask = self.conditioning.media, self.conditioning.mask
+        return run_layer(self.recompute, self._run, hidden_states, media, mask, *args, **kwargs)
+
+    def _run(
+        self, hidden_states: Tensor, media: Tensor | None, mask: Tensor | None, *args, **kwargs
+    ) -> Any:
         if self.xattn is not None:
-            hidden_states = self.xattn(
-                hidden_states, self.conditioning.media, self.conditioning.mask
-            )
+            hidden_states = self.xattn(hidden_states, media, mask)
         return self.decoder_layer(hidden_states, *args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
@@ -163,6 +171,13 @@ class FlamingoLM(nn.Module):
             self.conditioning.media = self.conditioning.mask = None
             self.conditioning.images_seen = None
             self.conditioning.prefix_length = 0
+
+    def checkpoint_activations(self) -> None:
+        """Recompute each decoder layer's activations (with its block's) in the backward
+        pass. Training must then not write a KV cache: a recompute would write it twice."""
+        for module in self.lm.modules():
+            if isinstance(module, FlamingoLayer):
+                module.recompute = True
 
     def cross_attn_blocks(self) -> Iterator[GatedCrossAttentionBlock]:
         """The inserted blocks (their parameter names also contain ``.xattn.``, e.g. for

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from vlp.activation_checkpointing import run_layer
 from vlp.flamingo.attention import CrossAttention, feed_forward
 
 
@@ -61,6 +62,11 @@ class PerceiverResampler(nn.Module):
             ResamplerLayer(dim, heads, dim_head, ff_mult) for _ in range(depth)
         )
         self.norm = nn.LayerNorm(dim)
+        self.recompute = False  # activation checkpointing, per layer
+
+    def checkpoint_activations(self) -> None:
+        """Recompute each layer's activations in the backward pass instead of keeping them."""
+        self.recompute = True
 
     @property
     def num_latents(self) -> int:
@@ -79,5 +85,5 @@ class PerceiverResampler(nn.Module):
         media = media.flatten(0, 1)  # each medium is its own sequence
         latents = self.latents.expand(len(media), -1, -1)
         for layer in self.layers:
-            latents = layer(latents, media)
+            latents = run_layer(self.recompute, layer, latents, media)
         return self.norm(latents).unflatten(0, (batch, num_media))
