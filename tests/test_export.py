@@ -92,10 +92,13 @@ def tiny_config(save_dir: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[VLPModule, Path, Path]:
-    """Fit two steps through the CLI, export the checkpoint through ``vlp export``."""
+    """Fit two steps through the CLI, recomputing activations as a big run would (the
+    export does without), and export the checkpoint through ``vlp export``."""
     root = tmp_path_factory.mktemp("export")
     config = root / "tiny.yaml"
-    config.write_text(yaml.safe_dump(tiny_config(root / "runs")))
+    settings = tiny_config(root / "runs")
+    settings["model"]["activation_checkpointing"] = True
+    config.write_text(yaml.safe_dump(settings))
     run_cli(["fit", "--config", str(config)])
     run_dir = root / "runs/tiny/version_0"
     checkpoint = next((run_dir / "checkpoints").glob("*.ckpt"))
