@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from vlp import sweep_run
@@ -137,7 +138,7 @@ def test_run_config_logs_checkpoints_and_reweights_inside_its_folder(tmp_path: P
     callbacks = {c["class_path"]: c.get("init_args", {}) for c in config["trainer"]["callbacks"]}
     checkpoint = callbacks["lightning.pytorch.callbacks.ModelCheckpoint"]
     assert checkpoint["dirpath"] == str(tmp_path / "albef_itm2_s1/checkpoints")
-    assert checkpoint["save_last"] is True
+    assert checkpoint["save_last"] == "link" and checkpoint["save_top_k"] == 1
     assert "vlp.throughput.Throughput" in callbacks
     weights = {
         o["class_path"].rsplit(".", 1)[-1]: o["init_args"]["weight"]
@@ -150,13 +151,17 @@ def test_run_config_logs_checkpoints_and_reweights_inside_its_folder(tmp_path: P
     }
 
 
-def _run_config(out: Path, name: str, max_epochs: int) -> dict:
+def _run_config(out: Path, name: str, max_epochs: int, every_n_epochs: int = 1) -> dict:
     """A resolved config as ``sweep_configs`` writes it: logging and checkpoints under ``out``."""
+    checkpoint = {"dirpath": str(out / name / "checkpoints"), "every_n_epochs": every_n_epochs}
     return {
         "trainer": {
             "max_epochs": max_epochs,
             "logger": {"init_args": {"save_dir": str(out), "name": name}},
-            "callbacks": [{"init_args": {"dirpath": str(out / name / "checkpoints")}}],
+            "callbacks": [
+                {"class_path": sweep_run.CHECKPOINT, "init_args": checkpoint},
+                {"class_path": sweep_run.THROUGHPUT},
+            ],
         }
     }
 
@@ -211,11 +216,12 @@ def test_config_changes_name_every_differing_leaf(tmp_path: Path) -> None:
     run_dir.path.mkdir()
     before = _run_config(tmp_path, "run", 1) | {"model": {"objectives": [{"weight": 1.0}]}}
     run_dir.config.write_text(yaml.safe_dump(before))
-    after = _run_config(tmp_path / "elsewhere", "run", 1) | {
+    after = _run_config(tmp_path / "elsewhere", "run", 1, every_n_epochs=2) | {
         "model": {"objectives": [{"weight": 2.0}, {"weight": 1.0}]},
         "seed_everything": 3,
     }
-    changes = sweep_run.config_changes(run_dir, after, tmp_path / "elsewhere")
+    # where and how often checkpoints and logs are written is not part of the experiment
+    changes = sweep_run.config_changes(run_dir, after)
     assert changes == ["model.objectives.0.weight", "model.objectives.1.weight", "seed_everything"]
 
 
@@ -445,3 +451,32 @@ def test_run_subprocesses_import_the_installed_vlp_not_a_vlp_folder_here(tmp_pat
         [sys.executable, "-m", "vlp.cli", "fit", "--help"], cwd=tmp_path, capture_output=True
     )
     assert b"the vlp folder here" in shadowed.stderr
+
+
+def test_a_runs_last_checkpoint_is_written_after_every_epoch(tmp_path: Path) -> None:
+    """Lightning writes ``last.ckpt`` only beside a top-k checkpoint (or when fit ends): the
+    sweep's settings must still leave one to resume from when a run is killed."""
+    from lightning.pytorch import Callback, Trainer
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    class Killed(Exception):
+        pass
+
+    class KillInSecondEpoch(Callback):
+        def on_train_epoch_start(self, trainer: Trainer, *_) -> None:
+            if trainer.current_epoch == 1:
+                raise Killed
+
+    user_settings = {"class_path": sweep_run.CHECKPOINT, "init_args": {"save_top_k": 0}}
+    checkpoint, _ = sweep_run.sweep_callbacks([user_settings], tmp_path)
+    trainer = Trainer(
+        max_epochs=3, limit_train_batches=2, limit_val_batches=0, logger=False,
+        enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[ModelCheckpoint(**checkpoint["init_args"]), KillInSecondEpoch()],
+    )  # fmt: skip
+    with pytest.raises(Killed):
+        trainer.fit(BoringModel())
+    last = RunDir(tmp_path).checkpoint
+    assert last.exists()
+    assert torch.load(last, weights_only=True)["global_step"] == 2

@@ -100,17 +100,17 @@ def prepare(
 ) -> list[RunDir]:
     """Resolve the runs' configs through the real CLI and write them.
 
-    A run whose config is unchanged keeps its checkpoint, logs and ``done`` marker, so it
-    resumes or is skipped, also when the sweep's folder moved (its paths follow). A started
-    run whose experiment changed is refused, naming what changed, unless ``discard_changed``:
-    hours of results are never deleted by editing a file.
+    A run whose experiment is unchanged keeps its checkpoint, logs and ``done`` marker, so
+    it resumes or is skipped, also when the sweep's folder moved (:func:`config_changes`).
+    A started run whose experiment changed is refused, naming what changed, unless
+    ``discard_changed``: hours of results are never deleted by editing a file.
     """
     configs = sweep_configs(sweep, runs, out)
     run_dirs = [RunDir(out / run.name) for run in runs]
     changed = {
         run_dir.name: difference
         for run_dir, config in zip(run_dirs, configs, strict=True)
-        if run_dir.started() and (difference := config_changes(run_dir, config, out))
+        if run_dir.started() and (difference := config_changes(run_dir, config))
     }
     if changed and not discard_changed:
         raise ConfigChanged(changed)
@@ -133,17 +133,22 @@ class ConfigChanged(ValueError):
         )
 
 
-def config_changes(run_dir: RunDir, config: dict[str, Any], out: Path) -> list[str]:
-    """The dotted keys where ``config`` differs from the one ``run_dir`` ran with.
-
-    Paths under the run's old sweep folder are read as paths under ``out``: moving the
-    folder, or running from another directory, changes no experiment.
-    """
-    before = yaml.safe_load(run_dir.config.read_text())
-    old_out = before["trainer"]["logger"]["init_args"]["save_dir"]
-    before, after = _leaves(_replace_prefix(before, old_out, str(out))), _leaves(config)
+def config_changes(run_dir: RunDir, config: dict[str, Any]) -> list[str]:
+    """The dotted keys where the experiment ``config`` describes differs from the one
+    ``run_dir`` ran, leaving out where and how often results are written (the logger and
+    the checkpoint callbacks): moving the sweep folder changes no experiment."""
+    before = _leaves(experiment(yaml.safe_load(run_dir.config.read_text())))
+    after = _leaves(experiment(config))
     missing = object()
     return sorted(k for k in before | after if before.get(k, missing) != after.get(k, missing))
+
+
+def experiment(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` without its logger and checkpoint callbacks."""
+    trainer = {k: v for k, v in (config.get("trainer") or {}).items() if k != "logger"}
+    callbacks = trainer.get("callbacks") or []
+    trainer["callbacks"] = [c for c in callbacks if c.get("class_path") != CHECKPOINT]
+    return {**config, "trainer": trainer}
 
 
 def _leaves(value: Any, key: str = "") -> dict[str, Any]:
@@ -156,16 +161,6 @@ def _leaves(value: Any, key: str = "") -> dict[str, Any]:
         for k, child in items
         for leaf, v in _leaves(child, f"{key}.{k}" if key else str(k)).items()
     }
-
-
-def _replace_prefix(value: Any, old: str, new: str) -> Any:
-    if isinstance(value, dict):
-        return {k: _replace_prefix(v, old, new) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_replace_prefix(v, old, new) for v in value]
-    if isinstance(value, str) and (value == old or value.startswith(old + "/")):
-        return new + value[len(old) :]
-    return value
 
 
 def write_run_dir(sweep: Sweep, run: Run, config: dict[str, Any], out: Path) -> RunDir:
@@ -213,13 +208,21 @@ def sweep_configs(sweep: Sweep, runs: list[Run], out: Path) -> list[dict[str, An
 
 
 def sweep_callbacks(callbacks: list[dict[str, Any]], run_dir: Path) -> list[dict[str, Any]]:
-    """Checkpoints (with ``last.ckpt``, which test reads) in the run's folder; throughput on."""
+    """Checkpoints in the run's folder, with ``last.ckpt`` (which test reads, and an
+    interrupted run resumes from) after every epoch; throughput on.
+
+    Lightning writes ``last.ckpt`` only beside a top-k checkpoint, or at the end of fit:
+    so at least the latest checkpoint is kept, and ``last.ckpt`` links to it.
+    """
     checkpoints = [c for c in callbacks if c["class_path"] == CHECKPOINT]
     if not checkpoints:
-        checkpoints = [{"class_path": CHECKPOINT, "init_args": {"save_top_k": 0}}]
+        checkpoints = [{"class_path": CHECKPOINT, "init_args": {}}]
     for checkpoint in checkpoints:
         checkpoint["init_args"]["dirpath"] = str(run_dir / "checkpoints")
-    checkpoints[0]["init_args"]["save_last"] = True
+    first = checkpoints[0]["init_args"]
+    first["save_last"] = "link"
+    if first.get("save_top_k", 1) == 0:
+        first["save_top_k"] = 1
     others = [c for c in callbacks if c["class_path"] not in (CHECKPOINT, THROUGHPUT)]
     return [*others, *checkpoints, {"class_path": THROUGHPUT}]
 

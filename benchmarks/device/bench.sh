@@ -2,7 +2,8 @@
 # The GPU rows of benchmarks/README.md: benchmarks/throughput.py on the quickstart in
 # fp32 and bf16, and on ALBEF (the comparison base) and Flamingo (its mixture) in bf16,
 # one after another (alone on the GPU); then Flamingo sharded (FSDP over the one GPU:
-# nothing split, but the sharded code runs on CUDA in bf16). After `source benchmarks/device/setup.sh`;
+# nothing split, but the sharded code runs on CUDA in bf16), and Flamingo recomputing its
+# activations (the memory it saves on a card). After `source benchmarks/device/setup.sh`;
 # prints each table.
 # Environment: ACCELERATOR (default gpu), BF16 (default bf16-mixed; 32-true to rehearse
 # on CPU), STEPS (default 50), WARMUP (default 5).
@@ -24,3 +25,5 @@ bench "$bf16" configs/experiments/pretrain_tiny.yaml --model.objectives configs/
 bench "$bf16" configs/experiments/flamingo_tiny.yaml --model.objectives configs/objectives/flamingo.yaml
 bench "$bf16" configs/experiments/flamingo_tiny.yaml --model.objectives configs/objectives/flamingo.yaml \
   --strategy fsdp
+bench "$bf16" configs/experiments/flamingo_tiny.yaml --model.objectives configs/objectives/flamingo.yaml \
+  --model.activation_checkpointing=true
