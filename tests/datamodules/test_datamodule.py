@@ -44,6 +44,27 @@ def test_every_format_yields_the_batches_of_the_in_memory_scenes(
             assert torch.equal(ours[field], theirs[field]), field
 
 
+@pytest.mark.parametrize("fmt", [f for f in FORMATS if f != "webdataset"])
+def test_every_indexed_format_trains_on_the_augmented_batches_of_the_in_memory_scenes(
+    fmt: str, tmp_path: Path, tokenize
+) -> None:
+    """A sample's random draws (crop, colours, caption) follow from its visit, not from
+    where it was read: every file format gives the same shuffled, augmented batches."""
+    scenes = SyntheticScenes("train", num_images=8, image_size=32, captions_per_image=2)
+    path = write_records((scenes[i] for i in range(len(scenes))), tmp_path, fmt, shard_size=4)
+
+    def training_batches(source) -> list[dict]:
+        data = VLPDataModule(train=source, batch_size=4, num_workers=0, image_size=32,
+                             tokenize=tokenize)  # fmt: skip
+        return list(data.train_dataloader())
+
+    expected, got = training_batches(scenes), training_batches(open_written(path, fmt))
+    assert len(got) == len(expected) == 2
+    for ours, theirs in zip(got, expected, strict=True):
+        for field in ("images", "image_ids", "text_ids"):
+            assert torch.equal(ours[field], theirs[field]), field
+
+
 def test_collate_counts_skipped_records_and_dropped_captions(tokenize) -> None:
     sample = Sample(torch.zeros(3, 4, 4), ["a red circle"], 5, 1, Counter({"empty_caption": 2}))
     batch = Collate(tokenize)(
