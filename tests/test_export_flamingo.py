@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -17,7 +18,7 @@ from tests.objectives.flamingo_tiny import TINY_LM, tiny_flamingo, tiny_model
 from tests.test_export import tiny_config
 from vlp.cli import COMMANDS, run_cli
 from vlp.encoders.text import MINILM
-from vlp.export import plain_language_model
+from vlp.export import only_flamingo, plain_language_model
 from vlp.flamingo.added_tokens import AddedTokenHead
 from vlp.flamingo.lm import FlamingoLayer
 from vlp.objectives.flamingo import Flamingo
@@ -145,3 +146,12 @@ def test_an_untied_output_layer_gets_its_own_rows_and_the_module_stays_wrapped()
     assert isinstance(flamingo.lm.lm.get_output_embeddings(), AddedTokenHead)  # not mutated
     assert len(list(flamingo.lm.cross_attn_blocks())) == TINY_LM["n_layer"]
     torch.testing.assert_close(logits, expected, atol=ATOL, rtol=0)
+
+
+def test_a_model_with_two_flamingo_objectives_is_refused() -> None:
+    """An export holds one language model; the second would be silently left out."""
+    one, other = tiny_flamingo(), tiny_flamingo()
+    assert only_flamingo(SimpleNamespace(objectives=[one])) is one
+    assert only_flamingo(SimpleNamespace(objectives=[])) is None
+    with pytest.raises(ValueError, match="2 Flamingo objectives"):
+        only_flamingo(SimpleNamespace(objectives=[one, other]))

@@ -422,6 +422,7 @@ def export(checkpoint: Path, out: Path, run_config: Path | None = None) -> Path:
         run_config = folders[-1] / CONFIG
     settings = yaml.safe_load(Path(run_config).read_text())
     model = load_trained(checkpoint, settings)
+    flamingo = only_flamingo(model)
     data = data_settings(settings)
     out.mkdir(parents=True, exist_ok=True)
     export_towers(model, data, out)
@@ -429,7 +430,6 @@ def export(checkpoint: Path, out: Path, run_config: Path | None = None) -> Path:
     prompts = learned_prompts(model, heads)
     embedder = model.evaluator.embedder
     spec = None if embedder is None else retrieval_spec(model, embedder, data) | prompts
-    flamingo = next((o for o in model.objectives if isinstance(o, Flamingo)), None)
     if flamingo is not None:
         prompts_here = prompts if spec is None else None  # else they go to retrieval.json
         export_flamingo(flamingo, model.encoders.vision.width, out, prompts_here)
@@ -441,6 +441,18 @@ def export(checkpoint: Path, out: Path, run_config: Path | None = None) -> Path:
     (out / "README.md").write_text(card)
     readable_by_all(out)
     return out
+
+
+def only_flamingo(model: VLPModule) -> Flamingo | None:
+    """The model's Flamingo objective, if any; refused when there are several (e.g. Flamingo
+    beside a P-tuned Flamingo), since an export holds one language model."""
+    flamingos = [o for o in model.objectives if isinstance(o, Flamingo)]
+    if len(flamingos) > 1:
+        raise ValueError(
+            f"the model has {len(flamingos)} Flamingo objectives, and an export holds one "
+            "language model: export a run whose model has one"
+        )
+    return flamingos[0] if flamingos else None
 
 
 def readable_by_all(out: Path) -> None:
