@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from vlp.cli import VLPCLI, run_cli
@@ -132,6 +133,10 @@ def test_quickstart_fits_then_tests_from_its_checkpoint(workdir: Path, monkeypat
     embeddings = load_file(workdir / "runs/quickstart/predictions/embeddings_rank0.safetensors")
     assert embeddings["image_embeddings"].shape[0] == 16
     assert embeddings["text_embeddings"].shape[0] == embeddings["text_image_ids"].shape[0] == 16 * 5
+    # a rerun (a second `make demo`) leaves its own checkpoint as last.ckpt, not last-v1.ckpt
+    assert torch.load(checkpoint, weights_only=True)["global_step"] == 3
+    run_cli(["fit", "--config", str(QUICKSTART), *TINY_RUN, "--trainer.limit_train_batches=1"])
+    assert torch.load(checkpoint, weights_only=True)["global_step"] == 1
 
 
 def test_same_seed_gives_same_metrics(workdir: Path, tmp_path: Path, monkeypatch) -> None:
