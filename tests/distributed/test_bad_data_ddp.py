@@ -5,13 +5,11 @@ whether each rank holds the whole model (DDP) or a shard of every weight (FSDP).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.distributed.launch import run_script
 
 
 @pytest.mark.ddp
@@ -20,8 +18,7 @@ def test_all_corrupt_batch_on_one_rank_and_a_one_image_validation_split(
     tmp_path: Path, strategy: str
 ) -> None:
     out = tmp_path / "fit"
-    command = [sys.executable, "-m", "tests.distributed.bad_data_fit", "2", str(out), strategy]
-    subprocess.run(command, check=True, timeout=120, capture_output=True, cwd=ROOT)
+    run_script("tests.distributed.bad_data_fit", 2, out, strategy, timeout=120)
     ranks = [json.loads(Path(f"{out}.rank{r}.json").read_text()) for r in range(2)]
     assert ranks[0]["checksums"] == ranks[1]["checksums"]  # the same weights on both ranks
     start, after_skipped, after_trained = ranks[0]["checksums"]

@@ -3,8 +3,6 @@ each process holds the whole model (DDP) or a shard of every weight (FSDP)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -13,9 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.distributed.launch import run_script
 from tests.distributed.one_step import rank_path
 
-ROOT = Path(__file__).resolve().parents[2]
 QUEUE = ("image_queue.", "text_queue.")
 
 
@@ -28,10 +26,8 @@ def run(
     strategy: str = "ddp",
     recompute: bool = False,
 ) -> dict:
-    command = [sys.executable, "-m", "tests.distributed.one_step"]
-    args = [str(devices), str(batch_size), str(out), objective, str(steps), strategy]
-    args.append("1" if recompute else "0")
-    subprocess.run(command + args, check=True, timeout=600, capture_output=True, cwd=ROOT)
+    args = [devices, batch_size, out, objective, steps, strategy, "1" if recompute else "0"]
+    run_script("tests.distributed.one_step", *args)
     return load_file(str(out))
 
 

@@ -3,22 +3,17 @@ process holding the whole model (DDP) or a shard of every weight (FSDP)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.distributed.launch import run_script
 
 
 def run(devices: int, scale: int, out: Path, strategy: str = "ddp") -> dict:
-    command = [sys.executable, "-m", "tests.distributed.mixture_step", str(devices), str(scale)]
-    subprocess.run(
-        [*command, str(out), strategy], check=True, timeout=600, capture_output=True, cwd=ROOT
-    )
+    run_script("tests.distributed.mixture_step", devices, scale, out, strategy)
     return load_file(str(out))
 
 

@@ -5,23 +5,19 @@ DDP metrics."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.distributed.launch import run_script
 from vlp.cli import run_cli
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def launch(strategy: str, root: Path, model: str, checkpoint: Path | None = None) -> None:
     root.mkdir(exist_ok=True)
     args = [strategy, str(root), model, *([str(checkpoint)] if checkpoint else [])]
-    command = [sys.executable, "-m", "tests.distributed.sharded_fit", *args]
-    subprocess.run(command, check=True, timeout=600, capture_output=True, cwd=ROOT)
+    run_script("tests.distributed.sharded_fit", *args)
 
 
 def fit(strategy: str, root: Path, model: str) -> Path:

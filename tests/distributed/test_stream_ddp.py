@@ -4,22 +4,18 @@ training steps (the shorter share's), end the epoch together and count the dropp
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.distributed.launch import run_script
 from tests.distributed.stream_fit import main as fit
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.ddp
 def test_unequal_shards_end_each_epoch_together_on_both_ranks(tmp_path: Path) -> None:
     out = tmp_path / "fit"
-    command = [sys.executable, "-m", "tests.distributed.stream_fit", "2", str(out), "2"]
-    subprocess.run(command, check=True, timeout=120, capture_output=True, cwd=ROOT)
+    run_script("tests.distributed.stream_fit", 2, out, 2, timeout=120)
     ranks = [json.loads(Path(f"{out}.rank{r}.json").read_text()) for r in range(2)]
     assert [r["steps"] for r in ranks] == [4, 4]  # rank 1's two batches per epoch, not three
     assert ranks[0]["checksum"] == ranks[1]["checksum"]
