@@ -7,8 +7,9 @@
 
 The file format is in ``vlp.sweep_plan``, a run's folder in ``vlp.sweep_run``. Running the
 same command again skips finished runs and resumes unfinished ones from their last checkpoint
-(``--restart`` re-runs them from scratch). A started run whose config changed is refused
-(``--discard-changed`` deletes it and starts over); a moved sweep folder is no change.
+(``--restart`` re-runs them from scratch). A started run whose experiment changed is
+refused (``--discard-changed`` deletes it and starts over); the logger and checkpoint
+settings, and so a moved sweep folder, are no change.
 """
 
 from __future__ import annotations
