@@ -101,8 +101,9 @@ def collect(root: Path) -> list[Configuration]:
             info["configuration"], Configuration(info["configuration"])
         )
         configuration.seeds.append(info["seed"])
-        configuration.code.extend(run.read_code())
-        configuration.unrecorded += not run.read_code()
+        code = run.read_code()
+        configuration.code.extend(code)
+        configuration.unrecorded += not code
         for metric, value in last_values(run.test_metrics).items():
             if metric.startswith("test/"):
                 configuration.values[metric].append(value)
