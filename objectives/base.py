@@ -50,6 +50,9 @@ class Objective(nn.Module):
         parts (a P-tuned Flamingo keeps its stage-1 LM inside)."""
         return (self,)
 
+    def after_optimizer_step(self) -> None:
+        """Runs after every optimizer step that updated the weights (e.g. to clamp one)."""
+
     def teacher_specs(self) -> tuple[TeacherSpec, ...]:
         """EMA teachers this objective reads through ``step.teacher``."""
         return ()

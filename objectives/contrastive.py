@@ -42,7 +42,8 @@ class Contrastive(Objective):
         weight: weight of ``contrastive_loss`` in the total.
         embed_dim: width of the shared embedding space (ALBEF: 256).
         temperature: initial τ (0.07), learnt unless ``learn_temperature`` is off.
-        temperature_range: τ is clamped into this range before every use (ALBEF: [0.001, 0.5]).
+        temperature_range: τ is clamped into this range after every optimizer step, so every
+            use sees it in range (ALBEF clamps before each use: the same values).
         image_id_positives: treat captions of the same image as positives.
     """
 
@@ -58,6 +59,12 @@ class Contrastive(Objective):
         image_id_positives: bool = True,
     ) -> None:
         super().__init__(weight)
+        low, high = temperature_range
+        if not 0 < low <= temperature <= high:
+            raise ValueError(
+                f"itc temperature {temperature} must lie in temperature_range {temperature_range}"
+                " (positive)"
+            )
         self.embed_dim = embed_dim
         self.temperature = nn.Parameter(torch.tensor(temperature), requires_grad=learn_temperature)
         self.temperature_range = temperature_range
@@ -73,22 +80,15 @@ class Contrastive(Objective):
     def embed_text(self, text: Encoding) -> Tensor:
         return F.normalize(self.text_proj(text.pooled).float(), dim=-1)
 
-    def clamped_temperature(self) -> Tensor:
-        """τ, clamped into its range in place (as ALBEF does) only when it left it.
-
-        Clamping an in-range τ would still bump its version counter, and a second
-        use in the same step (e.g. ITC on two datasets of a mixture) would then
-        fail in backward.
-        """
-        low, high = self.temperature_range
-        if not low <= self.temperature.item() <= high:
-            with torch.no_grad():
-                self.temperature.clamp_(low, high)
-        return self.temperature
+    @torch.no_grad()
+    def after_optimizer_step(self) -> None:
+        """Clamp τ where the update left it: outside the step's graph, and with no
+        device-to-host read of τ (a GPU sync) that a clamp before each use would need."""
+        self.temperature.clamp_(*self.temperature_range)
 
     def forward(self, step: Step) -> dict[str, Tensor]:
         image, text = step.embedded(self)  # v_i, w_i
-        tau = self.clamped_temperature()
+        tau = self.temperature
         all_text, offset = step.gather(text)
         all_image, _ = step.gather(image)
         if self.image_id_positives:

@@ -128,13 +128,13 @@ class ImageTextMatching(Objective):
         """τ of the draws: the fixed one, or the contrastive objective's as it is now."""
         if self.temperature is not None:
             return self.temperature
-        clamped = getattr(step.embedder, "clamped_temperature", None)
-        if clamped is None:
+        learnt = getattr(step.embedder, "temperature", None)
+        if not isinstance(learnt, Tensor):
             raise ValueError(
                 "itm temperature: null reuses the contrastive τ, but the embedding objective "
                 "has none; set a number"
             )
-        return clamped().detach()
+        return learnt.detach()
 
     def forward(self, step: Step) -> dict[str, Tensor]:
         positives = step.fused()

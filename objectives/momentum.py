@@ -137,7 +137,7 @@ class MomentumContrastive(Contrastive):
             targets=targets,
             momentum_image=momentum_image,
             momentum_text=momentum_text,
-            temperature=self.clamped_temperature(),
+            temperature=self.temperature,
         )
 
     def distilled_terms(self, step: Step, cm: CrossModal) -> dict[str, Tensor]:

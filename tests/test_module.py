@@ -86,6 +86,26 @@ def test_teachers_update_once_per_optimizer_step_from_the_new_weights() -> None:
     assert any(k.startswith("teachers.") for k in model.state_dict())
 
 
+def test_every_optimizer_step_keeps_the_contrastive_temperature_in_its_range() -> None:
+    """SGD at lr 100 throws τ far out of [0.05, 0.1]; each step must use it clamped."""
+    model = tiny_model(
+        [Contrastive(embed_dim=8, temperature_range=(0.05, 0.1))],
+        optimizer=lambda params: torch.optim.SGD(params, lr=100.0),
+    )
+    used = []
+
+    class ReadTemperature(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            used.append(trainer.callback_metrics["train/itc/temperature"].item())
+
+    data = tiny_data(SyntheticScenes("train", 16, image_size=32), model.tokenize)
+    quiet_trainer(max_steps=4, callbacks=[ReadTemperature()]).fit(model, data)
+    in_range = pytest.approx(0.075, abs=0.025 + 1e-6)
+    assert len(used) == 4 and all(tau == in_range for tau in used)
+    assert len(set(used)) > 1  # τ did move (to a bound)
+    assert model.objectives[0].temperature.item() == in_range  # the last update is clamped too
+
+
 def test_each_objective_logs_its_own_terms() -> None:
     model = tiny_model([Contrastive(embed_dim=8), Contrastive(embed_dim=4, weight=0.5)])
     assert model.objective_names == ["itc_0", "itc_1"]

@@ -285,6 +285,8 @@ class VLPModule(LightningModule):
             kwargs.get("optimizer_closure", args[-1] if args else None)()
             return
         super().optimizer_step(*args, **kwargs)
+        for objective in self.objectives:
+            objective.after_optimizer_step()
         for module in self.modules():
             if isinstance(module, EMATeacher):
                 module.update()

@@ -84,14 +84,23 @@ def test_captions_of_one_image_are_positives_not_negatives() -> None:
     )
 
 
-def test_temperature_starts_at_0p07_and_is_clamped() -> None:
+def test_temperature_starts_at_0p07_and_each_optimizer_step_clamps_it() -> None:
     itc = identity_itc(2)
     assert itc.temperature.item() == pytest.approx(0.07)
-    with torch.no_grad():
-        itc.temperature.fill_(1e-6)
-    terms = itc(step_with(torch.eye(2), torch.eye(2), [0, 1]))
-    assert terms["temperature"].item() == pytest.approx(0.001)
-    assert torch.isfinite(terms["contrastive_loss"])
+    for updated, clamped in [(1e-6, 0.001), (3.0, 0.5), (0.2, 0.2)]:
+        with torch.no_grad():
+            itc.temperature.fill_(updated)  # where an update left it
+        itc.after_optimizer_step()
+        assert itc.temperature.item() == pytest.approx(clamped)
+        terms = itc(step_with(torch.eye(2), torch.eye(2), [0, 1]))
+        assert terms["temperature"].item() == pytest.approx(clamped)
+        assert torch.isfinite(terms["contrastive_loss"])
+
+
+@pytest.mark.parametrize("temperature", [0.0005, 0.7])
+def test_a_temperature_outside_its_range_is_refused(temperature: float) -> None:
+    with pytest.raises(ValueError, match="temperature_range"):
+        Contrastive(embed_dim=2, temperature=temperature)
 
 
 def test_gradient_reaches_temperature_and_both_projections() -> None:

@@ -117,9 +117,6 @@ class CosineEmbedder:
     def __init__(self, temperature: float = 0.07) -> None:
         self.temperature = torch.tensor(temperature)
 
-    def clamped_temperature(self) -> torch.Tensor:
-        return self.temperature
-
     def embed_image(self, image: Encoding) -> torch.Tensor:
         return F.normalize(image.pooled, dim=-1)
 
@@ -250,13 +247,11 @@ def test_default_temperature_is_the_contrastive_objectives_current_tau() -> None
     assert itm_with_fixed_head(temperature=0.05).sampling_temperature(step) == 0.05
 
 
-def test_default_temperature_is_clamped_like_the_contrastive_loss_uses_it() -> None:
-    contrastive = Contrastive(embed_dim=2, temperature=0.07)
-    with torch.no_grad():
-        contrastive.temperature.fill_(3.0)  # left its [0.001, 0.5] range
+def test_default_temperature_is_the_contrastive_tau_without_its_gradient() -> None:
+    contrastive = Contrastive(embed_dim=2, temperature=0.2)
     step = Step({}, SimpleNamespace(), {}, embedder=contrastive)
     tau = itm_with_fixed_head().sampling_temperature(step)
-    assert tau.item() == pytest.approx(0.5) and not tau.requires_grad
+    assert tau.item() == pytest.approx(0.2) and not tau.requires_grad
 
 
 def test_default_temperature_needs_an_embedder_with_a_tau() -> None:
