@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import statistics
 import subprocess
@@ -113,7 +114,7 @@ def test_shipped_sweeps_cover_every_objective_set_over_three_seeds() -> None:
     elsewhere = {name for names in OWN_SWEEP.values() for name in names}
     assert swept == shipped - elsewhere, "configs/sweeps/objectives.yaml must list every set"
     assert sorted({run.seed for run in sweep.runs}) == [0, 1, 2]
-    assert len(sweep.runs) == 3 * len(swept)
+    assert len(sweep.runs) == 3 * len({run.configuration for run in sweep.runs})
     for file, names in OWN_SWEEP.items():
         runs = load_sweep(SWEEPS / file).runs
         assert sorted({run.objectives.path.stem for run in runs}) == names
@@ -149,6 +150,49 @@ def test_run_config_logs_checkpoints_and_reweights_inside_its_folder(tmp_path: P
         "ImageTextMatching": 2.0,
         "MaskedLanguageModeling": 1.0,
     }
+
+
+def test_an_objective_sets_own_overrides_reach_only_its_runs(tmp_path: Path) -> None:
+    file = tmp_path / "mine.yaml"
+    file.write_text(
+        f"base: {TINY.parent / '../experiments/pretrain_tiny.yaml'}\n"
+        "overrides: {trainer.max_steps: 3, data.batch_size: 8}\n"
+        f"objectives: [{ROOT / 'configs/objectives/tcl.yaml'},\n"
+        f"  {{path: {ROOT / 'configs/objectives/tcl.yaml'}, name: tcl_crop80,\n"
+        "   overrides: {data.second_view.crop_scale: [0.8, 1.0], data.batch_size: 4}}]\n"
+        "grid: {model.optimizer.init_args.lr: [0.001]}\n"
+    )
+    sweep = load_sweep(file)
+    plain, cropped = sweep.runs
+    assert (plain.name, cropped.name) == ("tcl_lr0.001_s0", "tcl_crop80_lr0.001_s0")
+    assert sweep.overrides_of(cropped) == {
+        "trainer.max_steps": 3,
+        "data.batch_size": 4,  # the set's own value wins over the sweep's
+        "data.second_view.crop_scale": [0.8, 1.0],
+        "model.optimizer.init_args.lr": 0.001,
+    }
+    configs = sweep_configs(sweep, sweep.runs, tmp_path / "out")
+    default_crop = configs[0]["data"]["second_view"]["crop_scale"]
+    assert list(default_crop) == [0.5, 1.0] and configs[0]["data"]["batch_size"] == 8
+    assert list(configs[1]["data"]["second_view"]["crop_scale"]) == [0.8, 1.0]
+    assert configs[1]["data"]["batch_size"] == 4
+    run_dir = prepare(sweep, [cropped], tmp_path / "out")[0]
+    assert json.loads(run_dir.info.read_text())["overrides"] == sweep.overrides_of(cropped)
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("{path: a.yaml, overrides: {data.batch_size: 4}}", "needs a `name`"),
+        ("{path: a.yaml, weight: {itm: 2}}", "expected a `path`"),
+        ("{name: b}", "expected a `path`"),
+    ],
+)
+def test_malformed_objective_sets_are_refused(tmp_path: Path, entry: str, message: str) -> None:
+    file = tmp_path / "mine.yaml"
+    file.write_text(f"base: base.yaml\nobjectives: [{entry}]\n")
+    with pytest.raises(ValueError, match=message):
+        load_sweep(file)
 
 
 def _run_config(out: Path, name: str, max_epochs: int, every_n_epochs: int = 1) -> dict:

@@ -126,7 +126,7 @@ def print_plan(sweep: Sweep, runs: list[Run], pending: list[Run]) -> None:
         print(f"  {key}={value}")
     for run in runs:
         status = "todo" if run in pending else "done"
-        point = "".join(f" {k}={v}" for k, v in run.point.items())
+        point = "".join(f" {k}={v}" for k, v in (run.objectives.overrides | run.point).items())
         weights = "".join(f" {k}.weight={v}" for k, v in run.objectives.weights.items())
         print(f"[{status}] {run.name}: {run.objectives.path}{weights} seed={run.seed}{point}")
 

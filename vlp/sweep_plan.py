@@ -7,6 +7,8 @@ overrides: {trainer.max_epochs: 8}          # every run
 objectives:                                 # one configuration per objective set ...
   - ../objectives/itc.yaml
   - {path: ../objectives/albef.yaml, weights: {itm: 2.0}}   # ... optionally re-weighted
+  - {path: ../objectives/tcl.yaml, name: tcl_crop80,         # ... or with overrides of its own
+     overrides: {data.second_view.crop_scale: [0.8, 1.0]}}
 seeds: [0, 1, 2]
 grid:                                       # ... times every combination of these
   model.optimizer.init_args.lr: [5.0e-4, 1.0e-3]
@@ -25,15 +27,18 @@ from typing import Any
 import yaml
 
 SWEEP_KEYS = {"base", "out", "overrides", "objectives", "seeds", "grid"}
+SET_KEYS = {"path", "name", "weights", "overrides"}
 
 
 @dataclass(frozen=True)
 class ObjectiveSet:
-    """An objective-set file, with loss weights replaced by objective name (``itm``, ``mlm``)."""
+    """An objective-set file, with loss weights replaced by objective name (``itm``, ``mlm``)
+    and config overrides of its own (applied after the sweep's, before the grid's)."""
 
     name: str
     path: Path
     weights: dict[str, float] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,10 @@ class Sweep:
     out: Path
     overrides: dict[str, Any]  # common to every run, before the grid values
     runs: list[Run]
+
+    def overrides_of(self, run: Run) -> dict[str, Any]:
+        """Every config override of ``run``: the sweep's, its objective set's, its grid point's."""
+        return self.overrides | run.objectives.overrides | run.point
 
 
 def load_sweep(path: Path) -> Sweep:
@@ -81,10 +90,18 @@ def load_sweep(path: Path) -> Sweep:
 def _objective_set(entry: str | dict[str, Any], here: Path) -> ObjectiveSet:
     if isinstance(entry, str):
         entry = {"path": entry}
+    unknown = set(entry) - SET_KEYS
+    if unknown or "path" not in entry:
+        raise ValueError(
+            f"objective set {entry}: expected a `path` and optionally {sorted(SET_KEYS - {'path'})}"
+        )
     file = Path(os.path.normpath(here / entry["path"]))
     weights = {str(k): float(v) for k, v in (entry.get("weights") or {}).items()}
+    overrides = dict(entry.get("overrides") or {})
+    if overrides and "name" not in entry:
+        raise ValueError(f"objective set {entry}: a set with overrides needs a `name`")
     default_name = file.stem + "".join(f"_{k}{label(v)}" for k, v in weights.items())
-    return ObjectiveSet(entry.get("name", default_name), file, weights)
+    return ObjectiveSet(entry.get("name", default_name), file, weights, overrides)
 
 
 def expand(

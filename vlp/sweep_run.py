@@ -176,7 +176,7 @@ def write_run_dir(sweep: Sweep, run: Run, config: dict[str, Any], out: Path) -> 
         "seed": run.seed,
         "objectives": str(run.objectives.path),
         "weights": run.objectives.weights,
-        "overrides": sweep.overrides | run.point,
+        "overrides": sweep.overrides_of(run),
     }
     run_dir.info.write_text(json.dumps(info, indent=2))
     return run_dir
@@ -189,7 +189,7 @@ def sweep_configs(sweep: Sweep, runs: list[Run], out: Path) -> list[dict[str, An
             [
                 "--config", str(sweep.base),
                 "--model.objectives", str(run.objectives.path),
-                *(f"--{k}={cli_value(v)}" for k, v in (sweep.overrides | run.point).items()),
+                *(f"--{k}={cli_value(v)}" for k, v in sweep.overrides_of(run).items()),
                 f"--seed_everything={run.seed}",
                 f"--data.seed={run.seed}",
             ]
