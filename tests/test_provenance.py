@@ -1,11 +1,13 @@
-"""`vlp.provenance`: the commit of the checkout vlp runs from, dirty or not, and versions."""
+"""`vlp.provenance`: the commit of the checkout vlp runs from, dirty or not, versions, and
+the machine."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
-from vlp.provenance import checkout_commit, code_version, describe
+from vlp.provenance import checkout_commit, code_version, cpu_model, describe, machine
 
 
 def git(folder: Path, *args: str) -> str:
@@ -39,3 +41,21 @@ def test_versions_name_vlp_and_the_libraries_that_decide_numbers() -> None:
     assert {"vlp", "torch", "lightning", "transformers", "timm"} <= set(versions)
     line = describe(versions)
     assert line.startswith(f"vlp {versions['vlp']}") and f"torch {versions['torch']}" in line
+
+
+def test_the_machine_names_the_cpu_its_cores_and_the_gpus_nvidia_smi_lists(
+    tmp_path: Path, monkeypatch
+) -> None:
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text(
+        "#!/bin/sh\nprintf 'NVIDIA H100 80GB HBM3\\nNVIDIA H100 80GB HBM3\\nNVIDIA L4\\n'\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    cores = len(os.sched_getaffinity(0))
+    assert machine() == f"{cpu_model()} ({cores} cores), 2× NVIDIA H100 80GB HBM3, 1× NVIDIA L4"
+    fake.write_text("#!/bin/sh\nexit 9\n")  # a driver that does not answer: no GPUs
+    assert machine() == f"{cpu_model()} ({cores} cores)"
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no nvidia-smi at all
+    assert machine() == f"{cpu_model()} ({cores} cores)"
+    assert cpu_model()

@@ -179,3 +179,22 @@ def test_report_names_the_code_its_runs_ran_and_warns_when_it_differs(sweep_dir:
     report = (sweep_dir / "report.md").read_text()
     assert "the runs ran 2 code versions" in report
     assert "- vlp 0.1.0 (0f0f0f0f0f0f-dirty), torch 2.14.1" in report
+    assert "Machine" not in report and "machines" not in report  # none recorded one
+
+
+def test_report_names_the_machine_its_runs_ran_on_and_warns_when_it_differs(
+    sweep_dir: Path,
+) -> None:
+    cpu = {"machine": "AMD EPYC (2 cores)", "vlp": "0.1.0", "torch": "2.14.1"}
+    for run in sweep_dir.glob("*_s*"):
+        write_code(run, cpu)
+    main([str(sweep_dir)])
+    report = (sweep_dir / "report.md").read_text()
+    assert "Code: vlp 0.1.0, torch 2.14.1.\n\nMachine: AMD EPYC (2 cores).\n" in report
+    gpu = cpu | {"machine": "AMD EPYC (16 cores), 1× NVIDIA H100 80GB HBM3"}
+    write_code(sweep_dir / "tcl_s0", gpu)
+    main([str(sweep_dir)])
+    report = (sweep_dir / "report.md").read_text()
+    assert "Code: vlp 0.1.0, torch 2.14.1." in report  # the machine is not a code version
+    assert "**Warning: the runs ran on 2 machines**:" in report
+    assert "- AMD EPYC (16 cores), 1× NVIDIA H100 80GB HBM3" in report

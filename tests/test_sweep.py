@@ -310,15 +310,17 @@ def test_unfinished_runs_resume_from_last_checkpoint_or_restart(
     assert not (run.path / "fit").exists() and not run.checkpoint.exists()
 
 
-def test_every_stage_run_records_its_code(tmp_path: Path, monkeypatch) -> None:
+def test_every_stage_run_records_its_code_and_machine(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(sweep_run.subprocess, "call", lambda *args, **kwargs: 0)
     monkeypatch.setattr(sweep_run, "code_version", lambda: {"vlp": "0.1.0", "commit": "abc"})
+    monkeypatch.setattr(sweep_run, "machine", lambda: "CPU (2 cores)")
     run = RunDir(tmp_path / "itc_s0")
     run.path.mkdir()
     for stage in ("fit", "fit", "test"):  # killed once, resumed
         sweep_run._stage(run, stage, [], tmp_path, None)
     assert run.read_code() == [
-        {"stage": stage, "vlp": "0.1.0", "commit": "abc"} for stage in ("fit", "fit", "test")
+        {"stage": stage, "machine": "CPU (2 cores)", "vlp": "0.1.0", "commit": "abc"}
+        for stage in ("fit", "fit", "test")
     ]
 
 

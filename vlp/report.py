@@ -216,13 +216,18 @@ def markdown(configurations: list[Configuration], columns: list[str]) -> str:
             cells.append(f"**{cell}**" if is_best else cell)
         lines.append(f"| {c.name} | {len(c.seeds)} | " + " | ".join(cells) + " |")
     note = "Mean ± sample std over seeds; recall and accuracy in %; best mean per column in bold."
-    return "\n".join(lines) + f"\n\n{note}\n\n{code_note(configurations)}\n"
+    provenance = "\n\n".join(
+        filter(None, [code_note(configurations), machine_note(configurations)])
+    )
+    return "\n".join(lines) + f"\n\n{note}\n\n{provenance}\n"
 
 
 def code_note(configurations: list[Configuration]) -> str:
     """Which code the runs' stages ran: one version, or a warning listing them all."""
     stages = [c for configuration in configurations for c in configuration.code]
-    versions = sorted({describe({k: v for k, v in c.items() if k != "stage"}) for c in stages})
+    versions = sorted(
+        {describe({k: v for k, v in c.items() if k not in ("stage", "machine")}) for c in stages}
+    )
     unrecorded = sum(c.unrecorded for c in configurations)
     missing = f" ({unrecorded} runs did not record theirs)" if unrecorded else ""
     if not versions:
@@ -231,6 +236,19 @@ def code_note(configurations: list[Configuration]) -> str:
         return f"Code: {versions[0]}{missing}."
     listed = "".join(f"\n- {v}" for v in versions)
     return f"**Warning: the runs ran {len(versions)} code versions**{missing}:{listed}"
+
+
+def machine_note(configurations: list[Configuration]) -> str:
+    """Which machine the runs' stages ran on: one, or a warning listing them all; nothing
+    when no run recorded it (runs made before sweeps did)."""
+    machines = sorted(
+        {c["machine"] for configuration in configurations for c in configuration.code
+         if "machine" in c}
+    )  # fmt: skip
+    if len(machines) <= 1:
+        return "".join(f"Machine: {m}." for m in machines)
+    listed = "".join(f"\n- {m}" for m in machines)
+    return f"**Warning: the runs ran on {len(machines)} machines**:{listed}"
 
 
 def _cell(mean: float, std: float, metric: str) -> str:

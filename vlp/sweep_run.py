@@ -7,7 +7,7 @@ OUT/<run>/checkpoints/last.ckpt
 OUT/<run>/fit/metrics.csv     CSVLogger of fit (fit_resumed<N>/ for each resume)
 OUT/<run>/test/metrics.csv    CSVLogger of test on the last checkpoint
 OUT/<run>/{fit,test}.log      the stages' console output
-OUT/<run>/code.json           the code (vlp commit, library versions) of every stage run
+OUT/<run>/code.json           the code (vlp commit, library versions) and machine of every stage run
 OUT/<run>/done                written after test succeeds: the run is skipped from then on
 ```
 """
@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from vlp.provenance import code_version
+from vlp.provenance import code_version, machine
 from vlp.sweep_plan import Run, Sweep
 
 CSV_LOGGER = "lightning.pytorch.loggers.CSVLogger"
@@ -332,7 +332,10 @@ def _stage(
     run_dir: RunDir, stage: str, args: list[str], cwd: Path, env: dict[str, str] | None
 ) -> None:
     run_dir.code.write_text(
-        json.dumps([*run_dir.read_code(), {"stage": stage, **code_version()}], indent=2)
+        json.dumps(
+            [*run_dir.read_code(), {"stage": stage, "machine": machine(), **code_version()}],
+            indent=2,
+        )
     )
     log = run_dir.path / f"{stage}.log"
     with open(log, "w") as out:
