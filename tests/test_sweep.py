@@ -191,8 +191,9 @@ def test_an_objective_sets_own_overrides_reach_only_its_runs(tmp_path: Path) -> 
 def test_malformed_objective_sets_are_refused(tmp_path: Path, entry: str, message: str) -> None:
     file = tmp_path / "mine.yaml"
     file.write_text(f"base: base.yaml\nobjectives: [{entry}]\n")
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message) as refused:
         load_sweep(file)
+    assert str(file) in str(refused.value)
 
 
 def _run_config(out: Path, name: str, max_epochs: int, every_n_epochs: int = 1) -> dict:

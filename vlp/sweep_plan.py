@@ -77,7 +77,7 @@ def load_sweep(path: Path) -> Sweep:
     if "base" not in spec or not spec.get("objectives"):
         raise ValueError(f"{path}: a sweep needs a `base` config and a list of `objectives`")
     here = path.parent
-    objective_sets = [_objective_set(entry, here) for entry in spec["objectives"]]
+    objective_sets = [_objective_set(entry, path) for entry in spec["objectives"]]
     runs = expand(objective_sets, list(spec.get("seeds", [0])), dict(spec.get("grid") or {}))
     return Sweep(
         base=Path(os.path.normpath(here / spec["base"])),
@@ -87,19 +87,17 @@ def load_sweep(path: Path) -> Sweep:
     )
 
 
-def _objective_set(entry: str | dict[str, Any], here: Path) -> ObjectiveSet:
+def _objective_set(entry: str | dict[str, Any], sweep_file: Path) -> ObjectiveSet:
     if isinstance(entry, str):
         entry = {"path": entry}
-    unknown = set(entry) - SET_KEYS
-    if unknown or "path" not in entry:
-        raise ValueError(
-            f"objective set {entry}: expected a `path` and optionally {sorted(SET_KEYS - {'path'})}"
-        )
-    file = Path(os.path.normpath(here / entry["path"]))
+    where = f"{sweep_file}: objective set {entry}"
+    if set(entry) - SET_KEYS or "path" not in entry:
+        raise ValueError(f"{where}: expected a `path` and optionally {sorted(SET_KEYS - {'path'})}")
+    file = Path(os.path.normpath(sweep_file.parent / entry["path"]))
     weights = {str(k): float(v) for k, v in (entry.get("weights") or {}).items()}
     overrides = dict(entry.get("overrides") or {})
     if overrides and "name" not in entry:
-        raise ValueError(f"objective set {entry}: a set with overrides needs a `name`")
+        raise ValueError(f"{where}: a set with overrides needs a `name`")
     default_name = file.stem + "".join(f"_{k}{label(v)}" for k, v in weights.items())
     return ObjectiveSet(entry.get("name", default_name), file, weights, overrides)
 
