@@ -89,10 +89,11 @@ def run_folders(checkpoint: Path) -> list[Path]:
 
 def build_model(config: dict[str, Any]) -> VLPModule:
     """The module the config describes, through the CLI's own argument types (no data needed);
-    never from ``init_from``: the trained checkpoint holds every weight."""
+    never from ``init_from`` (the trained checkpoint holds every weight), and eager: the
+    exporters trace it, compiled layers would stand in their way."""
     parser = LightningArgumentParser(parser_mode="omegaconf")
     parser.add_lightning_class_args(VLPModule, "model", subclass_mode=False)
-    model = {**config["model"], "init_from": None}
+    model = {**config["model"], "init_from": None, "compile_layers": False}
     return parser.instantiate(parser.parse_object({"model": model})).model
 
 

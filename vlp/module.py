@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torch.optim import AdamW
 from torch.optim.lr_scheduler import LambdaLR
 
+from vlp.compilation import compile_stacks
 from vlp.datamodules.lm_text import LMTokenize
 from vlp.datamodules.mixture import DatasetTag, batch_rows, mixture_parts, step_rows
 from vlp.datamodules.records import SKIP_REASONS
@@ -66,6 +67,8 @@ class VLPModule(LightningModule):
         activation_checkpointing: recompute every layer's activations in the backward
             pass instead of keeping them (towers, fusion, Flamingo's resampler and LM
             layers): less memory for about one more forward pass of compute.
+        compile_layers: ``torch.compile`` each layer of the towers and their teachers
+            (``vlp.compilation``): fewer, fused kernels; not with FSDP.
 
     An objective with ``prompt_only`` (CoOp) freezes everything outside such objectives.
     """
@@ -82,6 +85,7 @@ class VLPModule(LightningModule):
         lr_multipliers: dict[str, float] | None = None,
         init_from: str | None = None,
         activation_checkpointing: bool = False,
+        compile_layers: bool = False,
     ) -> None:
         super().__init__()
         if not objectives:
@@ -110,6 +114,10 @@ class VLPModule(LightningModule):
             self.encoders.checkpoint_activations()
             for objective in objectives:
                 objective.checkpoint_activations()
+        self.compile_layers = compile_layers
+        if compile_layers:  # after the teachers are copied, so each compiles its own layers
+            compiled = compile_stacks(self.encoders, self.teachers)
+            rank_zero_info(f"vlp: {compiled} encoder and teacher layers compiled")
         self.optimizer_factory = optimizer
         self.schedule = schedule
         self.frozen = self._freeze(tuple(freeze)) + self._freeze_all_but_prompts()
@@ -145,6 +153,11 @@ class VLPModule(LightningModule):
             raise ValueError(
                 "trainer.strategy: vlp shards over data-parallel ranks only (FSDP); "
                 "set ModelParallelStrategy's tensor_parallel_size: 1"
+            )
+        if self.compile_layers:
+            raise ValueError(
+                "model.compile_layers: compiled layers are not sharded by vlp's FSDP; "
+                "turn one of them off"
             )
         shard_model(self, mesh["data_parallel"], not_stacks=(self.objectives,))
         if getattr(self.trainer.strategy, "_save_distributed_checkpoint", False):

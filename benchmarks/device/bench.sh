@@ -3,7 +3,8 @@
 # fp32 and bf16, and on ALBEF (the comparison base) and Flamingo (its mixture) in bf16,
 # one after another (alone on the GPU); then Flamingo sharded (FSDP over the one GPU:
 # nothing split, but the sharded code runs on CUDA in bf16), and Flamingo recomputing its
-# activations (the memory it saves on a card). After `source benchmarks/device/setup.sh`;
+# activations (the memory it saves on a card); and the quickstart and ALBEF with compiled
+# layers (model.compile_layers) against eager, in fp32. After `source benchmarks/device/setup.sh`;
 # prints each table.
 # Environment: ACCELERATOR (default gpu), BF16 (default bf16-mixed; 32-true to rehearse
 # on CPU), STEPS (default 50), WARMUP (default 5).
@@ -22,6 +23,11 @@ quickstart=configs/experiments/quickstart.yaml
 bench 32-true "$quickstart"
 bench "$bf16" "$quickstart"
 bench "$bf16" configs/experiments/pretrain_tiny.yaml --model.objectives configs/objectives/albef.yaml
+# compiled layers against eager, in fp32 (the faster precision for these sizes)
+bench 32-true "$quickstart" --model.compile_layers=true
+bench 32-true configs/experiments/pretrain_tiny.yaml --model.objectives configs/objectives/albef.yaml
+bench 32-true configs/experiments/pretrain_tiny.yaml --model.objectives configs/objectives/albef.yaml \
+  --model.compile_layers=true
 bench "$bf16" configs/experiments/flamingo_tiny.yaml --model.objectives configs/objectives/flamingo.yaml
 bench "$bf16" configs/experiments/flamingo_tiny.yaml --model.objectives configs/objectives/flamingo.yaml \
   --strategy fsdp
