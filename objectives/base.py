@@ -33,6 +33,9 @@ class Objective(nn.Module):
     #: the objective adapts a frozen model (prompt tuning, e.g. CoOp): the module freezes
     #: every weight outside such objectives' ``prompt_modules``
     prompt_only: ClassVar[bool] = False
+    #: its negatives come from the step's batch (gathered over ranks), so accumulating
+    #: gradients over several batches does not enlarge their pool
+    batch_negatives: ClassVar[bool] = False
 
     def __init__(self, weight: float = 1.0) -> None:
         super().__init__()

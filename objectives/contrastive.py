@@ -48,6 +48,7 @@ class Contrastive(Objective):
     """
 
     name = "itc"
+    batch_negatives = True
 
     def __init__(
         self,

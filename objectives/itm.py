@@ -96,6 +96,7 @@ class ImageTextMatching(Objective):
 
     name = "itm"
     needs: ClassVar[frozenset[str]] = frozenset({"images", "text", "fusion"})
+    batch_negatives = True
 
     def __init__(
         self, weight: float = 1.0, temperature: float | None = None, rerank_k: int = 16

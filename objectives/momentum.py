@@ -65,6 +65,7 @@ class MomentumContrastive(Contrastive):
     """
 
     name = "itc_md"
+    batch_negatives = False  # most come from the queue, which every batch fills
     needs: ClassVar[frozenset[str]] = frozenset({"images", "text"})
 
     def __init__(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import ClassVar
 
 import pytest
@@ -14,6 +15,7 @@ from vlp.encoders import TextEncoder, VisionEncoder
 from vlp.module import VLPModule
 from vlp.objectives.base import Objective, weighted_total
 from vlp.objectives.contrastive import Contrastive
+from vlp.objectives.momentum import MomentumContrastive
 from vlp.teachers import DecaySchedule, TeacherSpec
 
 
@@ -104,6 +106,30 @@ def test_every_optimizer_step_keeps_the_contrastive_temperature_in_its_range() -
     assert len(used) == 4 and all(tau == in_range for tau in used)
     assert len(set(used)) > 1  # τ did move (to a bound)
     assert model.objectives[0].temperature.item() == in_range  # the last update is clamped too
+
+
+@pytest.mark.parametrize(
+    ("accumulate", "objectives", "warned"),
+    [
+        (2, lambda: [Contrastive(embed_dim=8)], "itc draw"),
+        (2, lambda: [MomentumContrastive(embed_dim=8, queue_size=8)], None),
+        (1, lambda: [Contrastive(embed_dim=8)], None),
+    ],
+    ids=["itc-accumulated", "queue-accumulated", "itc-not-accumulated"],
+)
+def test_accumulating_batches_of_in_batch_negatives_warns(accumulate, objectives, warned) -> None:
+    model = tiny_model(objectives())
+    data = tiny_data(SyntheticScenes("train", 8, image_size=32), model.tokenize)
+    trainer = quiet_trainer(max_steps=1, accumulate_grad_batches=accumulate)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(model, data)
+    negatives = [str(w.message) for w in caught if "negatives" in str(w.message)]
+    if warned is None:
+        assert not negatives
+    else:
+        assert len(negatives) == 1 and warned in negatives[0]
+        assert f"accumulate_grad_batches={accumulate}" in negatives[0]
 
 
 def test_each_objective_logs_its_own_terms() -> None:

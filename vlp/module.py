@@ -176,6 +176,19 @@ class VLPModule(LightningModule):
         )
         rank_zero_info(f"vlp: {count}")
         self.log("train/trainable_params", float(count.trainable), batch_size=1)
+        self._warn_of_accumulated_negatives()
+
+    def _warn_of_accumulated_negatives(self) -> None:
+        accumulated = self.trainer.accumulate_grad_batches
+        names = [n for n, o in zip(self.objective_names, self.objectives, strict=True)
+                 if o.batch_negatives]  # fmt: skip
+        if accumulated > 1 and names:
+            rank_zero_warn(
+                f"trainer.accumulate_grad_batches={accumulated}: {', '.join(names)} draw their "
+                "negatives from each batch (all ranks'), not from the accumulated batches; for "
+                "more negatives raise data.batch_size or the devices, or use a momentum queue "
+                "(albef, tcl)"
+            )
 
     def train(self, mode: bool = True) -> VLPModule:
         super().train(mode)
