@@ -189,6 +189,33 @@ def test_each_k_generates_captions_and_answers_with_k_demo_images():
     assert evaluation.compute() == {}  # reset after computing
 
 
+def test_bare_zero_shot_also_scores_the_query_alone():
+    qa = [{"question": "what shape?", "answer": "circle"}]
+    support = [_record(i, qa) for i in range(4)]
+    config = FewShotConfig(shots=(0,), text_only_demos=2, support_size=4, bare_zero_shot=True)
+    generator, evaluation = _evaluation(config, support)
+    batch = _batch([100, 101])
+    evaluation.add(batch, _vision(batch["images"]))
+    (_, demos, _), (_, demos_vqa, _), (_, bare, _), (_, bare_vqa, _) = generator.calls
+    assert all(p.count("<|endofchunk|>") == 2 and p.endswith("<image>") for p in demos)
+    assert all(p.count("what shape?") == 2 for p in demos_vqa)
+    assert bare == ["<image>", "<image>"]
+    assert bare_vqa == ["<image>Question:what colour is it? Short answer:"] * 2
+    metrics = evaluation.compute()
+    assert set(metrics) == {
+        f"{m}_{label}" for m in ("caption/cider", "caption/bleu4", "vqa/acc")
+        for label in ("0shot", "0shot_bare")
+    }  # fmt: skip
+    # nothing to add without text-only demonstrations, or without zero shots
+    for shots, text_only in [((0,), 0), ((2,), 2)]:
+        config = FewShotConfig(shots, text_only_demos=text_only, support_size=4,
+                               bare_zero_shot=True)  # fmt: skip
+        generator, evaluation = _evaluation(config, support)
+        evaluation.add(batch, _vision(batch["images"]))
+        assert len(generator.calls) == 2
+        assert not any(key.endswith("_bare") for key in evaluation.compute())
+
+
 def test_rices_demonstrations_are_the_support_images_closest_to_the_query():
     support = [_record(i * 40) for i in range(6)]  # pixel values 0, 40, ..., 200
     config = FewShotConfig(shots=(2,), rices=True, support_size=6)

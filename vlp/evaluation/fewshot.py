@@ -60,6 +60,9 @@ class FewShotConfig:
             (OpenFlamingo: a query set of 2048).
         rices: pick the most similar support images instead of random ones.
         text_only_demos: demonstrations without images in zero-shot prompts (Flamingo: 2).
+        bare_zero_shot: also score zero-shot prompts of the query alone, logged as
+            ``{caption,vqa}/..._0shot_bare``: an LM trained from scratch on documents never
+            saw text before a first image, so text-only demonstrations can mislead it.
         seed: fixes the support set, the random demonstrations and each image's question.
         caption, vqa: decoding of captions and of answers.
     """
@@ -69,6 +72,7 @@ class FewShotConfig:
     support_size: int = 2048
     rices: bool = False
     text_only_demos: int = 2
+    bare_zero_shot: bool = False
     seed: int = 0
     caption: Decoding = Decoding(max_new_tokens=20)
     vqa: Decoding = Decoding(max_new_tokens=5)

@@ -123,19 +123,28 @@ class FewShotEvaluation:
         refs = [list(captions) for captions in batch["captions"][:n]]
         asked = [(i, pick(qa, self.config.seed, ids[i])) for i, qa in
                  enumerate(batch["questions"][:n]) if qa]  # fmt: skip
-        for k in self.config.shots:
+        for label, k, text_only in self._prompt_settings():
             if k > 0 and len(support) == 0:
                 continue
-            captions = self._task(CAPTION, k, ids, visual, features, [{}] * n, support, None)
-            self._record(f"caption/{k}shot", captions, refs)
+            captions = self._task(CAPTION, k, text_only, ids, visual, features, [{}] * n,
+                                  support, None)  # fmt: skip
+            self._record(f"caption/{label}", captions, refs)
             if asked and (k == 0 or support.with_questions()):  # k demos need questions
                 rows = [i for i, _ in asked]
                 queries = [{"question": qa["question"]} for _, qa in asked]
-                answers = self._task(VQA, k, [ids[i] for i in rows], visual[rows],
+                answers = self._task(VQA, k, text_only, [ids[i] for i in rows], visual[rows],
                                      features[rows], queries, support, support.with_questions())  # fmt: skip
-                self._record(f"vqa/{k}shot", answers, [[qa["answer"]] for _, qa in asked])
+                self._record(f"vqa/{label}", answers, [[qa["answer"]] for _, qa in asked])
         if hasattr(self.generator, "generate_prompted"):
             self._add_prompted(self.generator, visual, refs, asked)
+
+    def _prompt_settings(self) -> list[tuple[str, int, int]]:
+        """(metric label, demonstrations with images, text-only demonstrations) per prompt kind."""
+        config = self.config
+        settings = [(f"{k}shot", k, 0 if k else config.text_only_demos) for k in config.shots]
+        if 0 in config.shots and config.bare_zero_shot and config.text_only_demos:
+            settings.append(("0shot_bare", 0, 0))
+        return settings
 
     def _add_prompted(
         self,
@@ -170,6 +179,7 @@ class FewShotEvaluation:
         self,
         template: Template,
         k: int,
+        text_only: int,
         ids: list[int],
         visual: Tensor,
         features: Tensor,
@@ -177,9 +187,10 @@ class FewShotEvaluation:
         support: Support,
         pool: list[int] | None,
     ) -> list[str]:
-        """k-shot prompts for the queries and their generated continuations."""
+        """k-shot prompts (zero-shot: ``text_only`` demonstrations without their images) for
+        the queries, and their generated continuations."""
         pool = list(range(len(support))) if pool is None else pool
-        shown = k if k > 0 else self.config.text_only_demos
+        shown = k if k > 0 else text_only
         demos = self._demos(shown, ids, features, support, pool)
         prompts = [
             few_shot_prompt(
