@@ -168,7 +168,8 @@ class VLPModule(LightningModule):
             )
 
     def on_train_start(self) -> None:
-        """Report how much of the model trains: all of it, or a prompt of a frozen model."""
+        """Report how much of the model trains (all of it, or a prompt of a frozen model), and
+        warn where gradient accumulation does not do what it seems to."""
         parameters = list(self.parameters())
         count = ParameterCount(
             trainable=sum(p.numel() for p in parameters if p.requires_grad),
