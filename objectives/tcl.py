@@ -14,14 +14,16 @@ Besides CMA (momentum-distilled ITC, ``objectives/momentum.py``) TCL adds
   tokens then samples for text.
 
 As in the released code the loss is the mean of the six terms
-(``shared/specs/tcl_albef.md`` §6); switched-off terms leave the mean.
+(``shared/specs/tcl_albef.md`` §6); switched-off terms leave the mean. The paper writes
+the total as the sum CMA + IMC + LMI, each the mean of its two terms
+(``weighting: sum_of_three``), which keeps CMA at the weight ALBEF's ITC has.
 Local vectors carry no gradient, so they are gathered from every rank as
 negatives and 2-process DDP matches 1 process on the same global batch.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -84,6 +86,8 @@ class TripleContrastive(MomentumContrastive):
         lmi_regions_per_side: pooled regions per side of the patch grid (TCL: 4, 16 regions).
         momentum_view, momentum_dropout: TCL's defaults feed the momentum image
             branch the second view and keep dropout in the momentum text encoder.
+        weighting: ``mean_of_six``, the released code's mean of the switched-on terms, or
+            ``sum_of_three``, the paper's CMA + IMC + LMI, each the mean of its two terms.
         **kwargs: the arguments of :class:`MomentumContrastive`.
     """
 
@@ -96,9 +100,13 @@ class TripleContrastive(MomentumContrastive):
         lmi_regions_per_side: int = 4,
         momentum_view: str = "images_aug",
         momentum_dropout: bool = True,
+        weighting: Literal["mean_of_six", "sum_of_three"] = "mean_of_six",
         **kwargs: Any,
     ) -> None:
         super().__init__(momentum_view=momentum_view, momentum_dropout=momentum_dropout, **kwargs)
+        if weighting not in ("mean_of_six", "sum_of_three"):
+            raise ValueError(f"tcl weighting: mean_of_six or sum_of_three, got {weighting!r}")
+        self.weighting = weighting
         self.imc = imc
         self.lmi = lmi
         self.lmi_regions_per_side = lmi_regions_per_side
@@ -143,12 +151,17 @@ class TripleContrastive(MomentumContrastive):
     def forward(self, step: Step) -> dict[str, Tensor]:
         cm = self.cross_modal(step)
         terms = self.distilled_terms(step, cm)
-        contrastive = [terms["i2t"], terms["t2i"]]
+        pairs = [(terms["i2t"], terms["t2i"])]  # CMA
         if self.imc:
             terms |= self.intra_modal_terms(cm)
-            contrastive += [terms["i2i"], terms["t2t"]]
+            pairs.append((terms["i2i"], terms["t2t"]))
         if self.lmi:
             terms |= self.local_terms(step, cm)
-            contrastive += [terms["lmi_image"], terms["lmi_text"]]
+            pairs.append((terms["lmi_image"], terms["lmi_text"]))
         self.enqueue(cm)
-        return {"contrastive_loss": sum(contrastive) / len(contrastive), **terms}
+        if self.weighting == "sum_of_three":
+            total = sum((a + b) / 2 for a, b in pairs)
+        else:  # the mean of every switched-on term
+            switched_on = [term for pair in pairs for term in pair]
+            total = sum(switched_on) / len(switched_on)
+        return {"contrastive_loss": total, **terms}

@@ -86,9 +86,12 @@ def test_regions_are_averages_of_grid_cells() -> None:
     assert regions.flatten().tolist() == [2.5, 4.5, 10.5, 12.5]
 
 
-def test_imc_terms_and_six_term_mean() -> None:
+@pytest.mark.parametrize("weighting", ["mean_of_six", "sum_of_three"])
+def test_imc_terms_and_the_weighting_of_the_six(weighting: str) -> None:
     dim = 3
-    tcl = TripleContrastive(embed_dim=dim, temperature=0.1, alpha=0.0, queue_size=8)
+    tcl = TripleContrastive(
+        embed_dim=dim, temperature=0.1, alpha=0.0, queue_size=8, weighting=weighting
+    )
     tcl.bind(SimpleNamespace(vision=SimpleNamespace(width=dim), text=SimpleNamespace(width=dim)))
     with torch.no_grad():
         for proj in (
@@ -134,13 +137,18 @@ def test_imc_terms_and_six_term_mean() -> None:
     vn, vmn = F.normalize(v, dim=-1), F.normalize(v_m, dim=-1)
     expected_i2i = F.cross_entropy(vn @ vmn.T / 0.1, torch.tensor([0, 1]))
     assert terms["i2i"].item() == pytest.approx(expected_i2i.item(), rel=1e-5)
-    six = [terms[k] for k in ("i2t", "t2i", "i2i", "t2t", "lmi_image", "lmi_text")]
-    assert terms["contrastive_loss"].item() == pytest.approx(
-        sum(t.item() for t in six) / 6, rel=1e-6
-    )
+    six = [terms[k].item() for k in ("i2t", "t2i", "i2i", "t2t", "lmi_image", "lmi_text")]
+    # the code: the mean of the six; the paper: CMA + IMC + LMI, each a mean of two
+    expected = sum(six) / 6 if weighting == "mean_of_six" else sum(six) / 2
+    assert terms["contrastive_loss"].item() == pytest.approx(expected, rel=1e-6)
 
     ablated = TripleContrastive(embed_dim=dim, imc=False, lmi=False)
     ablated.bind(
         SimpleNamespace(vision=SimpleNamespace(width=dim), text=SimpleNamespace(width=dim))
     )
     assert ablated.imc is False and "images_aug" in ablated.needs
+
+
+def test_an_unknown_weighting_is_refused() -> None:
+    with pytest.raises(ValueError, match="weighting"):
+        TripleContrastive(embed_dim=3, weighting="mean")
