@@ -22,6 +22,7 @@ from vlp.distributed import any_rank
 from vlp.encoders import Encoders, FusionConfig, TextEncoder, VisionEncoder
 from vlp.encoders.text import Tokenize
 from vlp.evaluation.evaluator import Evaluator
+from vlp.gradient_cache import ChunkedEncoders
 from vlp.objectives.base import Objective, weighted_total
 from vlp.optim import apply_lr_multipliers, parameter_groups, warmup_cosine
 from vlp.prompting.freezing import ParameterCount, train_only
@@ -69,6 +70,10 @@ class VLPModule(LightningModule):
             layers): less memory for about one more forward pass of compute.
         compile_layers: ``torch.compile`` each layer of the towers and their teachers
             (``vlp.compilation``): fewer, fused kernels; not with FSDP.
+        tower_chunk_size: encode a training batch this many rows at a time and cache the
+            gradients (``vlp.gradient_cache``): the losses, and contrastive negatives, stay
+            the whole batch's, the towers' activations only a chunk's; costs one more
+            forward pass of the towers; not with FSDP or fp16.
 
     An objective with ``prompt_only`` (CoOp) freezes everything outside such objectives.
     """
@@ -86,6 +91,7 @@ class VLPModule(LightningModule):
         init_from: str | None = None,
         activation_checkpointing: bool = False,
         compile_layers: bool = False,
+        tower_chunk_size: int | None = None,
     ) -> None:
         super().__init__()
         if not objectives:
@@ -118,6 +124,9 @@ class VLPModule(LightningModule):
         if compile_layers:  # after the teachers are copied, so each compiles its own layers
             compiled = compile_stacks(self.encoders, self.teachers)
             rank_zero_info(f"vlp: {compiled} encoder and teacher layers compiled")
+        if tower_chunk_size is not None and tower_chunk_size < 1:
+            raise ValueError(f"model.tower_chunk_size must be at least 1, got {tower_chunk_size}")
+        self.tower_chunk_size = tower_chunk_size
         self.optimizer_factory = optimizer
         self.schedule = schedule
         self.frozen = self._freeze(tuple(freeze)) + self._freeze_all_but_prompts()
@@ -159,6 +168,11 @@ class VLPModule(LightningModule):
                 "model.compile_layers: compiled layers are not sharded by vlp's FSDP; "
                 "turn one of them off"
             )
+        if self.tower_chunk_size is not None:
+            raise ValueError(
+                "model.tower_chunk_size: vlp's FSDP does not re-run sharded towers chunk by "
+                "chunk; turn one of them off"
+            )
         shard_model(self, mesh["data_parallel"], not_stacks=(self.objectives,))
         if getattr(self.trainer.strategy, "_save_distributed_checkpoint", False):
             rank_zero_warn(
@@ -178,6 +192,12 @@ class VLPModule(LightningModule):
         rank_zero_info(f"vlp: {count}")
         self.log("train/trainable_params", float(count.trainable), batch_size=1)
         self._warn_of_accumulated_negatives()
+        if self.tower_chunk_size is not None and str(self.trainer.precision).startswith("16"):
+            raise ValueError(
+                f"model.tower_chunk_size with trainer.precision={self.trainer.precision}: the "
+                "cached gradients are computed unscaled and would underflow in fp16; use "
+                "bf16-mixed or 32"
+            )
 
     def _warn_of_accumulated_negatives(self) -> None:
         accumulated = self.trainer.accumulate_grad_batches
@@ -187,8 +207,8 @@ class VLPModule(LightningModule):
             rank_zero_warn(
                 f"trainer.accumulate_grad_batches={accumulated}: {', '.join(names)} draw their "
                 "negatives from each batch (all ranks'), not from the accumulated batches; for "
-                "more negatives raise data.batch_size or the devices, or use a momentum queue "
-                "(albef, tcl)"
+                "more negatives raise data.batch_size with model.tower_chunk_size to bound "
+                "the memory, or use a momentum queue (albef, tcl)"
             )
 
     def train(self, mode: bool = True) -> VLPModule:
@@ -222,8 +242,16 @@ class VLPModule(LightningModule):
             raise ValueError(f"teacher source {source!r} is not an encoder (vision, text, fusion)")
         return module
 
-    def step(self, batch: dict[str, Any]) -> Step:
-        return Step(batch, self.encoders, self.teachers, self.evaluator.embedder, self.global_step)
+    def step(
+        self, batch: dict[str, Any], encoders: Encoders | ChunkedEncoders | None = None
+    ) -> Step:
+        return Step(
+            batch,
+            encoders or self.encoders,
+            self.teachers,
+            self.evaluator.embedder,
+            self.global_step,
+        )
 
     def on_train_batch_start(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Seed the step's draws (dropout, hard negatives, MLM masks) from where it is, so a
@@ -253,12 +281,19 @@ class VLPModule(LightningModule):
         if skipping:
             touched = (p for p in self.parameters() if p.requires_grad and not is_shard(p))
             return sum(p.sum() for p in touched) * 0.0
-        losses = [self._dataset_loss(part, tag) for tag, part in parts]
+        chunked = (
+            None
+            if self.tower_chunk_size is None
+            else ChunkedEncoders(self.encoders, self.tower_chunk_size)
+        )
+        losses = [self._dataset_loss(part, tag, chunked) for tag, part in parts]
         total = sum(losses[1:], losses[0])
         self.log("train/loss", total.detach(), prog_bar=True, batch_size=step_rows(batch))
-        return total
+        return total if chunked is None else chunked.surrogate(total, self.parameters())
 
-    def _dataset_loss(self, batch: dict[str, Any], tag: DatasetTag | None) -> Tensor:
+    def _dataset_loss(
+        self, batch: dict[str, Any], tag: DatasetTag | None, encoders: ChunkedEncoders | None
+    ) -> Tensor:
         """λ · the weighted objectives' losses on one dataset's batch (λ = 1 outside a mixture)."""
         names = self.objective_names if tag is None or tag.objectives is None else tag.objectives
         unknown = set(names) - set(self.objective_names)
@@ -266,7 +301,7 @@ class VLPModule(LightningModule):
             raise ValueError(f"data.mixture names objectives {sorted(unknown)}; the model has "
                              f"{self.objective_names}")  # fmt: skip
         prefix = "train" if tag is None else f"train/{tag.name}"
-        step = self.step(batch)
+        step = self.step(batch, encoders)
         batch_size = batch_rows(batch)
         total: Tensor | None = None
         for name, objective in zip(self.objective_names, self.objectives, strict=True):

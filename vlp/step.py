@@ -14,6 +14,7 @@ from vlp.teachers import EMATeacher, TeacherSpec
 
 if TYPE_CHECKING:
     from vlp.evaluation.evaluator import Embedder
+    from vlp.gradient_cache import ChunkedEncoders
 
 T = TypeVar("T")
 
@@ -31,7 +32,7 @@ class Step:
     def __init__(
         self,
         batch: Mapping[str, Any],
-        encoders: Encoders,
+        encoders: Encoders | ChunkedEncoders,
         teachers: Mapping[str, EMATeacher],
         embedder: Embedder | None = None,
         global_step: int = 0,

@@ -1,10 +1,11 @@
 """Run SGD steps of a tiny model on the first synthetic samples; save losses and weights.
 
 Launched by ``test_ddp_equivalence.py`` as ``python -m tests.distributed.one_step DEVICES
-BATCH OUT OBJECTIVE STEPS [STRATEGY [RECOMPUTE]]`` so that Lightning's launcher can re-run
-it in each process. STRATEGY is ``ddp`` (the default) or ``fsdp`` (every weight sharded
+BATCH OUT OBJECTIVE STEPS [STRATEGY [RECOMPUTE [CHUNK]]]`` so that Lightning's launcher can
+re-run it in each process. STRATEGY is ``ddp`` (the default) or ``fsdp`` (every weight sharded
 over the processes: Lightning's ``ModelParallelStrategy`` and ``vlp.sharding``);
-RECOMPUTE ``1`` turns on the model's activation checkpointing.
+RECOMPUTE ``1`` turns on the model's activation checkpointing; CHUNK > 0 makes the towers
+encode that many rows at a time (``model.tower_chunk_size``).
 OBJECTIVE is ``itc`` (in-batch, gathered with gradients), ``flamingo`` (ITC and the LM
 loss of a tiny frozen GPT-2 through the resampler and gated cross-attention), ``tcl`` (momentum
 distillation, queues, IMC and LMI; deterministic: no second view, no dropout) or
@@ -83,6 +84,7 @@ def main(
     steps: int,
     strategy: str = "ddp",
     recompute: bool = False,
+    tower_chunk_size: int | None = None,
 ) -> None:
     seed_everything(0)
     model = VLPModule(
@@ -97,6 +99,7 @@ def main(
         optimizer=lambda params: torch.optim.SGD(params, lr=0.5),
         schedule=Schedule(warmup_steps=0, min_lr_ratio=1.0),
         activation_checkpointing=recompute,
+        tower_chunk_size=tower_chunk_size,
     )
     data = VLPDataModule(
         train=SyntheticScenes("train", num_images=64, image_size=32, captions_per_image=1),
@@ -154,6 +157,6 @@ def rank_path(out: Path, rank: int) -> Path:
 
 
 if __name__ == "__main__":
-    strategy, recompute = (sys.argv[6:] + ["ddp", "0"][len(sys.argv[6:]) :])[:2]
+    strategy, recompute, chunk = (sys.argv[6:] + ["ddp", "0", "0"][len(sys.argv[6:]) :])[:3]
     main(int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4], int(sys.argv[5]),
-         strategy, recompute == "1")  # fmt: skip
+         strategy, recompute == "1", int(chunk) or None)  # fmt: skip

@@ -25,8 +25,9 @@ def run(
     steps: int,
     strategy: str = "ddp",
     recompute: bool = False,
+    chunk_size: int = 0,
 ) -> dict:
-    args = [devices, batch_size, out, objective, steps, strategy, "1" if recompute else "0"]
+    args = [devices, batch_size, out, objective, steps, strategy, int(recompute), chunk_size]
     run_script("tests.distributed.one_step", *args)
     return load_file(str(out))
 
@@ -64,11 +65,27 @@ def test_two_ranks_match_one_rank_on_the_same_global_batch(
 ) -> None:
     single = single_process(objective, steps)
     double = run(2, 4, tmp_path / "double.safetensors", objective, steps, strategy)
+    assert (int(double.pop("sharded")) > 20) == (strategy == "fsdp")
+    assert_same_run(single, double, objective)
+    if objective == "data2vec":  # EMA teachers: moved twice, identical on both ranks
+        other_rank = load_file(str(rank_path(tmp_path / "double.safetensors", 1)))
+        teachers = [name for name in double if name.startswith("teachers.")]
+        assert len(teachers) > 10
+        for name in teachers:
+            assert torch.equal(double[name], other_rank[name]), name
+        updates = [name for name in teachers if name.endswith(".updates")]
+        assert len(updates) == 3 and all(int(double[name]) == steps for name in updates)
+        block = "model.blocks.0.mlp.fc1.weight"
+        vision_teacher = next(n for n in teachers if n.startswith("teachers.vision") and block in n)
+        assert not torch.allclose(double[vision_teacher], double[f"encoders.vision.{block}"])
+
+
+def assert_same_run(single: dict, double: dict, objective: str) -> None:
+    """The same losses and weights, and for TCL the same queue rows."""
     assert torch.allclose(single["loss"], double["loss"], rtol=1e-5), (
         single["loss"],
         double["loss"],
     )
-    assert (int(double.pop("sharded")) > 20) == (strategy == "fsdp")
     compared = 0
     for name, value in single.items():
         if name == "sharded" or any(q in name for q in QUEUE):
@@ -82,17 +99,18 @@ def test_two_ranks_match_one_rank_on_the_same_global_batch(
             assert torch.allclose(
                 sorted_queue(single, queue), sorted_queue(double, queue), atol=1e-6
             )
-    if objective == "data2vec":  # EMA teachers: moved twice, identical on both ranks
-        other_rank = load_file(str(rank_path(tmp_path / "double.safetensors", 1)))
-        teachers = [name for name in double if name.startswith("teachers.")]
-        assert len(teachers) > 10
-        for name in teachers:
-            assert torch.equal(double[name], other_rank[name]), name
-        updates = [name for name in teachers if name.endswith(".updates")]
-        assert len(updates) == 3 and all(int(double[name]) == steps for name in updates)
-        block = "model.blocks.0.mlp.fc1.weight"
-        vision_teacher = next(n for n in teachers if n.startswith("teachers.vision") and block in n)
-        assert not torch.allclose(double[vision_teacher], double[f"encoders.vision.{block}"])
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize(("objective", "steps"), [("itc", 1), ("tcl", 2)])
+def test_ranks_that_encode_in_chunks_match_one_rank(
+    single_process: Callable[[str, int], dict], tmp_path: Path, objective: str, steps: int
+) -> None:
+    """Gradient caching under DDP (``model.tower_chunk_size``: 3 + 1 rows per tower pass
+    on each rank's 4): the negatives, queues and weights of one process on all 8 rows."""
+    single = single_process(objective, steps)
+    double = run(2, 4, tmp_path / "double.safetensors", objective, steps, chunk_size=3)
+    assert_same_run(single, double, objective)
 
 
 @pytest.mark.ddp
