@@ -99,4 +99,9 @@ class Contrastive(Objective):
             targets = F.one_hot(local, all_text.shape[0]).float()
         i2t = soft_cross_entropy(image @ all_text.T / tau, targets)
         t2i = soft_cross_entropy(text @ all_image.T / tau, targets)
-        return {"contrastive_loss": (i2t + t2i) / 2, "i2t": i2t, "t2i": t2i, "temperature": tau}
+        return {
+            "contrastive_loss": (i2t + t2i) / 2,
+            "i2t": i2t,
+            "t2i": t2i,
+            "temperature": tau.detach(),
+        }

@@ -151,7 +151,7 @@ class MomentumContrastive(Contrastive):
             q_t2i += (1 - alpha) * cm.targets
         i2t = soft_cross_entropy(cm.image @ cm.text_keys.T / tau, q_i2t)
         t2i = soft_cross_entropy(cm.text @ cm.image_keys.T / tau, q_t2i)
-        return {"i2t": i2t, "t2i": t2i, "alpha": torch.tensor(alpha), "temperature": tau}
+        return {"i2t": i2t, "t2i": t2i, "alpha": torch.tensor(alpha), "temperature": tau.detach()}
 
     @torch.no_grad()
     def enqueue(self, cm: CrossModal) -> None:

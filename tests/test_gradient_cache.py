@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from tests.objectives.flamingo_tiny import tiny_data
 from tests.tiny import TINY_TEXT, TINY_VISION
@@ -127,3 +128,14 @@ def test_a_chunk_size_below_one_is_refused() -> None:
             [Contrastive(embed_dim=16)],
             tower_chunk_size=0,
         )
+
+
+def test_a_chunked_step_runs_under_the_flop_counter() -> None:
+    """The benchmark counts FLOPs with module hooks on every input that needs a gradient;
+    a leaf among them would fail inside ``autograd.grad``."""
+    module = model([Contrastive(embed_dim=16)], dropout=0.0)
+    batch = batch_of(module, 4)
+    module.tower_chunk_size = 2
+    with FlopCounterMode(display=False) as counter:
+        module.training_step(batch, 0).backward()
+    assert counter.get_total_flops() > 0

@@ -46,7 +46,7 @@ class _Chunk:
 @dataclass
 class _Call:
     chunks: list[_Chunk]
-    output: Encoding  # the leaves the objectives saw
+    leaves: tuple[Tensor, Tensor]  # pooled and tokens of every row: ∂L/∂e collects in .grad
 
 
 def _rng_state() -> tuple[Tensor, Tensor | None]:
@@ -63,11 +63,6 @@ def _replayed_rng(state: tuple[Tensor, Tensor | None]) -> Iterator[None]:
         if state[1] is not None:
             torch.cuda.set_rng_state(state[1])
         yield
-
-
-def _joined(parts: list[Tensor], leaf: bool) -> Tensor:
-    """The chunks' outputs as one tensor: a leaf that collects ∂L/∂e when the tower learns."""
-    return torch.cat(parts).requires_grad_(leaf)
 
 
 class ChunkedTower:
@@ -92,22 +87,24 @@ class ChunkedTower:
             chunks.append(_Chunk(part, _rng_state(), index))
             with torch.no_grad():
                 outputs.append(self.tower(*part))
+        pooled = torch.cat([o.pooled for o in outputs])
+        tokens = torch.cat([o.tokens for o in outputs])
         masks = [o.mask for o in outputs]
-        learns = any(p.requires_grad for p in self.tower.parameters())  # not a frozen tower
-        output = Encoding(
-            pooled=_joined([o.pooled for o in outputs], learns),
-            tokens=_joined([o.tokens for o in outputs], learns),
-            mask=None if masks[0] is None else torch.cat(masks),
+        if any(p.requires_grad for p in self.tower.parameters()):  # not a frozen tower
+            leaves = (pooled.requires_grad_(), tokens.requires_grad_())
+            self.calls.append(_Call(chunks, leaves))
+            # the objectives get views: module hooks on leaf inputs (FlopCounterMode's
+            # module tracker) fail inside autograd.grad
+            pooled, tokens = (leaf.view_as(leaf) for leaf in leaves)
+        return Encoding(
+            pooled=pooled, tokens=tokens, mask=None if masks[0] is None else torch.cat(masks)
         )
-        if learns:
-            self.calls.append(_Call(chunks, output))
-        return output
 
     def replay(self, parameters: list[nn.Parameter], grads: list[Tensor | None]) -> None:
         """Encode every recorded chunk again with autograd and add the parameters' share of
         ∂L/∂(its outputs) to ``grads``."""
         for call in self.calls:
-            leaves = (call.output.pooled, call.output.tokens)
+            leaves = call.leaves
             if all(leaf.grad is None for leaf in leaves):
                 continue
             for chunk in call.chunks:
@@ -141,7 +138,7 @@ class ChunkedEncoders:
         g_p = ∂loss/∂p, through the leaves and the chunk replays."""
         trainable = [p for p in parameters if p.requires_grad]
         leaves = [leaf for tower in (self.vision, self.text) for call in tower.calls
-                  for leaf in (call.output.pooled, call.output.tokens)]  # fmt: skip
+                  for leaf in call.leaves]  # fmt: skip
         direct = torch.autograd.grad(loss, leaves + trainable, allow_unused=True)
         for leaf, grad in zip(leaves, direct[: len(leaves)], strict=True):
             leaf.grad = grad
