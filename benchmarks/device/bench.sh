@@ -3,8 +3,9 @@
 # fp32 and bf16, and on ALBEF (the comparison base) and Flamingo (its mixture) in bf16,
 # one after another (alone on the GPU); then Flamingo sharded (FSDP over the one GPU:
 # nothing split, but the sharded code runs on CUDA in bf16), and Flamingo recomputing its
-# activations (the memory it saves on a card); and the quickstart and ALBEF with compiled
-# layers (model.compile_layers) against eager, in fp32. After `source benchmarks/device/setup.sh`;
+# activations (the memory it saves on a card); the quickstart and ALBEF with compiled
+# layers (model.compile_layers) against eager, in fp32; and ITC at a batch of 1,024 with
+# and without gradient caching (model.tower_chunk_size), in bf16. After `source benchmarks/device/setup.sh`;
 # prints each table.
 # Environment: ACCELERATOR (default gpu), BF16 (default bf16-mixed; 32-true to rehearse
 # on CPU), STEPS (default 50), WARMUP (default 5).
@@ -33,3 +34,7 @@ bench "$bf16" configs/experiments/flamingo_tiny.yaml --model.objectives configs/
   --strategy fsdp
 bench "$bf16" configs/experiments/flamingo_tiny.yaml --model.objectives configs/objectives/flamingo.yaml \
   --model.activation_checkpointing=true
+# gradient caching: the same 1,024 negatives per row, the towers 128 rows at a time
+bench "$bf16" configs/experiments/pretrain_tiny.yaml --batch-size 1024 --data-batches 2
+bench "$bf16" configs/experiments/pretrain_tiny.yaml --batch-size 1024 --data-batches 2 \
+  --model.tower_chunk_size=128
