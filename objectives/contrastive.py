@@ -35,7 +35,38 @@ def positive_targets(row_ids: Tensor, column_ids: Tensor) -> Tensor:
     return same / same.sum(-1, keepdim=True)
 
 
-class Contrastive(Objective):
+class ImageTextSpace(Objective):
+    """An objective that owns the shared image–text space: projections g_v, g_w of the
+    towers' pooled outputs onto the unit sphere (retrieval, zero-shot and ITM's hard
+    negatives read it).
+
+    Args:
+        weight: this objective's weight in the total.
+        embed_dim: width of the shared embedding space (ALBEF: 256).
+        image_id_positives: treat captions of the same image as positives.
+    """
+
+    batch_negatives = True
+
+    def __init__(
+        self, weight: float = 1.0, embed_dim: int = 256, image_id_positives: bool = True
+    ) -> None:
+        super().__init__(weight)
+        self.embed_dim = embed_dim
+        self.image_id_positives = image_id_positives
+
+    def bind(self, encoders: Encoders) -> None:
+        self.image_proj = nn.Linear(encoders.vision.width, self.embed_dim)  # g_v
+        self.text_proj = nn.Linear(encoders.text.width, self.embed_dim)  # g_w
+
+    def embed_image(self, image: Encoding) -> Tensor:
+        return F.normalize(self.image_proj(image.pooled).float(), dim=-1)
+
+    def embed_text(self, text: Encoding) -> Tensor:
+        return F.normalize(self.text_proj(text.pooled).float(), dim=-1)
+
+
+class Contrastive(ImageTextSpace):
     """Image–text contrastive alignment (CMA / ITC).
 
     Args:
@@ -48,7 +79,6 @@ class Contrastive(Objective):
     """
 
     name = "itc"
-    batch_negatives = True
 
     def __init__(
         self,
@@ -59,27 +89,15 @@ class Contrastive(Objective):
         learn_temperature: bool = True,
         image_id_positives: bool = True,
     ) -> None:
-        super().__init__(weight)
+        super().__init__(weight, embed_dim, image_id_positives)
         low, high = temperature_range
         if not 0 < low <= temperature <= high:
             raise ValueError(
                 f"itc temperature {temperature} must lie in temperature_range {temperature_range}"
                 " (positive)"
             )
-        self.embed_dim = embed_dim
         self.temperature = nn.Parameter(torch.tensor(temperature), requires_grad=learn_temperature)
         self.temperature_range = temperature_range
-        self.image_id_positives = image_id_positives
-
-    def bind(self, encoders: Encoders) -> None:
-        self.image_proj = nn.Linear(encoders.vision.width, self.embed_dim)  # g_v
-        self.text_proj = nn.Linear(encoders.text.width, self.embed_dim)  # g_w
-
-    def embed_image(self, image: Encoding) -> Tensor:
-        return F.normalize(self.image_proj(image.pooled).float(), dim=-1)
-
-    def embed_text(self, text: Encoding) -> Tensor:
-        return F.normalize(self.text_proj(text.pooled).float(), dim=-1)
 
     @torch.no_grad()
     def after_optimizer_step(self) -> None:

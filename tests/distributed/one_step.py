@@ -6,7 +6,8 @@ re-run it in each process. STRATEGY is ``ddp`` (the default) or ``fsdp`` (every 
 over the processes: Lightning's ``ModelParallelStrategy`` and ``vlp.sharding``);
 RECOMPUTE ``1`` turns on the model's activation checkpointing; CHUNK > 0 makes the towers
 encode that many rows at a time (``model.tower_chunk_size``).
-OBJECTIVE is ``itc`` (in-batch, gathered with gradients), ``flamingo`` (ITC and the LM
+OBJECTIVE is ``itc`` (in-batch, gathered with gradients), ``siglip`` (likewise, sigmoid
+loss on every pair), ``flamingo`` (ITC and the LM
 loss of a tiny frozen GPT-2 through the resampler and gated cross-attention), ``tcl`` (momentum
 distillation, queues, IMC and LMI; deterministic: no second view, no dropout) or
 ``data2vec`` (multimodal: block-masked images and span-masked captions through
@@ -35,6 +36,7 @@ from vlp.module import Schedule, VLPModule
 from vlp.objectives.base import Objective
 from vlp.objectives.contrastive import Contrastive
 from vlp.objectives.data2vec import Data2Vec, ImageBranch, Targets, TextBranch
+from vlp.objectives.sigmoid import SigmoidContrastive
 from vlp.objectives.tcl import TripleContrastive
 from vlp.sharding import sharding_strategy
 from vlp.teachers import DecaySchedule
@@ -57,6 +59,8 @@ class RecordLoss(Callback):
 def objectives(name: str) -> list[Objective]:
     if name == "itc":
         return [Contrastive(embed_dim=16)]
+    if name == "siglip":
+        return [SigmoidContrastive(embed_dim=16)]
     if name == "flamingo":  # beside ITC on the shared vision tower; no dropout in the LM
         lm = {**TINY_LM, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
         return [Contrastive(embed_dim=16), tiny_flamingo(lm_config=lm)]

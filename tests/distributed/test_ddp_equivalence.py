@@ -54,7 +54,8 @@ def sorted_queue(state: dict, prefix: str) -> torch.Tensor:
 @pytest.mark.ddp
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 @pytest.mark.parametrize(
-    ("objective", "steps"), [("itc", 1), ("tcl", 2), ("data2vec", 2), ("flamingo", 2)]
+    ("objective", "steps"),
+    [("itc", 1), ("siglip", 1), ("tcl", 2), ("data2vec", 2), ("flamingo", 2)],
 )
 def test_two_ranks_match_one_rank_on_the_same_global_batch(
     single_process: Callable[[str, int], dict],

@@ -4,24 +4,31 @@ from __future__ import annotations
 
 import math
 from types import SimpleNamespace
+from typing import TypeVar
 
 import pytest
 import torch
 
 from vlp.encoding import Encoding
-from vlp.objectives.contrastive import Contrastive
+from vlp.objectives.contrastive import Contrastive, ImageTextSpace
 from vlp.step import Step
+
+S = TypeVar("S", bound=ImageTextSpace)
+
+
+def with_identity_projections(space: S) -> S:
+    """``space`` bound with identity projections, so embeddings are the normalised inputs."""
+    dim = space.embed_dim
+    space.bind(SimpleNamespace(vision=SimpleNamespace(width=dim), text=SimpleNamespace(width=dim)))
+    with torch.no_grad():
+        for proj in (space.image_proj, space.text_proj):
+            proj.weight.copy_(torch.eye(dim))
+            proj.bias.zero_()
+    return space
 
 
 def identity_itc(dim: int, **kwargs) -> Contrastive:
-    """ITC whose projections are the identity, so embeddings are the normalised inputs."""
-    itc = Contrastive(embed_dim=dim, **kwargs)
-    itc.bind(SimpleNamespace(vision=SimpleNamespace(width=dim), text=SimpleNamespace(width=dim)))
-    with torch.no_grad():
-        for proj in (itc.image_proj, itc.text_proj):
-            proj.weight.copy_(torch.eye(dim))
-            proj.bias.zero_()
-    return itc
+    return with_identity_projections(Contrastive(embed_dim=dim, **kwargs))
 
 
 def step_with(images: torch.Tensor, texts: torch.Tensor, image_ids: list[int]) -> Step:
