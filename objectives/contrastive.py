@@ -65,6 +65,11 @@ class ImageTextSpace(Objective):
     def embed_text(self, text: Encoding) -> Tensor:
         return F.normalize(self.text_proj(text.pooled).float(), dim=-1)
 
+    def score_weights(self, prefix: str) -> dict[str, str]:
+        """Where the weights that turn cosine similarities into logits are, for an export's
+        readers (``prefix``: this objective's name in the module)."""
+        raise NotImplementedError
+
 
 class Contrastive(ImageTextSpace):
     """Image–text contrastive alignment (CMA / ITC).
@@ -98,6 +103,9 @@ class Contrastive(ImageTextSpace):
             )
         self.temperature = nn.Parameter(torch.tensor(temperature), requires_grad=learn_temperature)
         self.temperature_range = temperature_range
+
+    def score_weights(self, prefix: str) -> dict[str, str]:
+        return {"temperature": f"{prefix}.temperature"}  # logits = cos / τ
 
     @torch.no_grad()
     def after_optimizer_step(self) -> None:

@@ -54,6 +54,9 @@ class SigmoidContrastive(ImageTextSpace):
         """1/t, the τ that ITM's hard negatives are drawn at when it reuses this space's."""
         return torch.exp(-self.log_scale)
 
+    def score_weights(self, prefix: str) -> dict[str, str]:
+        return {"log_scale": f"{prefix}.log_scale", "bias": f"{prefix}.bias"}  # t′, b
+
     def forward(self, step: Step) -> dict[str, Tensor]:
         image, text = step.embedded(self)  # x_i, y_j
         all_text, offset = step.gather(text)

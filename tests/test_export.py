@@ -20,8 +20,10 @@ from transformers import AutoModel, AutoTokenizer
 
 from tests.tiny import TINY_TEXT, TINY_VISION
 from vlp.cli import COMMANDS, run_cli
-from vlp.export import export, last_metrics, model_card, run_folders
+from vlp.encoders import TextEncoder, VisionEncoder
+from vlp.export import export, last_metrics, model_card, retrieval_spec, run_folders
 from vlp.module import VLPModule
+from vlp.objectives.sigmoid import SigmoidContrastive
 
 IMAGE_SIZE = 32
 CAPTIONS = ["a red circle", "two small green squares above a blue star", "a triangle"]
@@ -175,6 +177,8 @@ def test_heads_hold_every_inference_weight_and_no_training_state(exported) -> No
     for key, value in heads.items():
         torch.testing.assert_close(value, state[key], atol=0, rtol=0)
     assert {"objectives.0.temperature", "objectives.1.head.weight"} <= set(heads)
+    spec = json.loads((out / "retrieval.json").read_text())
+    assert spec["temperature"] == "objectives.0.temperature"
     assert any(key.startswith("encoders.fusion.") for key in heads)
     towers_and_teachers = ("encoders.vision.model.", "encoders.text.model.", "teachers.")
     assert not any(key.startswith(towers_and_teachers) for key in heads)
@@ -197,6 +201,21 @@ def test_config_and_model_card_come_from_the_run(exported) -> None:
     loss = last_metrics([run_dir])["train/loss"][0]
     assert f"| `train/loss` | {float(loss):.4g} |" in card
     assert "| `objectives.0.temperature` | [] |" in card
+
+
+def test_a_sigmoid_space_names_its_scale_and_bias_for_the_readers() -> None:
+    model = VLPModule(
+        VisionEncoder("vit_tiny_patch16_224", image_size=IMAGE_SIZE, model_kwargs=TINY_VISION),
+        TextEncoder(config=TINY_TEXT, max_length=16),
+        [SigmoidContrastive(embed_dim=16)],
+    )
+    data = {"image_size": IMAGE_SIZE, "mean": [0.5] * 3, "std": [0.5] * 3}
+    spec = retrieval_spec(model, model.evaluator.embedder, data)
+    assert (spec["log_scale"], spec["bias"]) == ("objectives.0.log_scale", "objectives.0.bias")
+    assert "temperature" not in spec
+    assert {spec["log_scale"], spec["bias"], f"{spec['image_projection']}.weight"} <= set(
+        model.state_dict()
+    )
 
 
 def test_model_card_says_when_no_metrics_were_found() -> None:

@@ -262,7 +262,7 @@ def retrieval_spec(model: VLPModule, embedder: Embedder, data: dict[str, Any]) -
         "objective": f"{type(embedder).__module__}.{type(embedder).__qualname__}",
         "image_projection": f"{prefix}.image_proj",
         "text_projection": f"{prefix}.text_proj",
-        "temperature": f"{prefix}.temperature",
+        **embedder.score_weights(prefix),
         "image_pooling": "timm forward_head(pre_logits=True)",
         "text_pooling": text.pooling,
         "max_length": text.tokenize.max_length,

@@ -45,6 +45,8 @@ class Embedder(Protocol):
 
     def embed_text(self, text: Encoding) -> Tensor: ...
 
+    def score_weights(self, prefix: str) -> dict[str, str]: ...
+
 
 class Matcher(Protocol):
     """An objective that scores fused (text, image) pairs (e.g. ITM)."""
