@@ -54,8 +54,7 @@ def sorted_queue(state: dict, prefix: str) -> torch.Tensor:
 @pytest.mark.ddp
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 @pytest.mark.parametrize(
-    ("objective", "steps"),
-    [("itc", 1), ("siglip", 1), ("tcl", 2), ("data2vec", 2), ("flamingo", 2)],
+    ("objective", "steps"), [("itc", 1), ("tcl", 2), ("data2vec", 2), ("flamingo", 2)]
 )
 def test_two_ranks_match_one_rank_on_the_same_global_batch(
     single_process: Callable[[str, int], dict],
@@ -103,12 +102,13 @@ def assert_same_run(single: dict, double: dict, objective: str) -> None:
 
 
 @pytest.mark.ddp
-@pytest.mark.parametrize(("objective", "steps"), [("itc", 1), ("tcl", 2)])
+@pytest.mark.parametrize(("objective", "steps"), [("itc", 1), ("siglip", 1), ("tcl", 2)])
 def test_ranks_that_encode_in_chunks_match_one_rank(
     single_process: Callable[[str, int], dict], tmp_path: Path, objective: str, steps: int
 ) -> None:
     """Gradient caching under DDP (``model.tower_chunk_size``: 3 + 1 rows per tower pass
-    on each rank's 4): the negatives, queues and weights of one process on all 8 rows."""
+    on each rank's 4): the negatives, queues and weights of one process on all 8 rows
+    (SigLIP's gather over ranks is checked here, in chunks, not in a run of its own)."""
     single = single_process(objective, steps)
     double = run(2, 4, tmp_path / "double.safetensors", objective, steps, chunk_size=3)
     assert_same_run(single, double, objective)
