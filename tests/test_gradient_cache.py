@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -118,6 +119,26 @@ def test_a_frozen_tower_is_encoded_in_chunks_and_never_again() -> None:
     assert not any(name.startswith("encoders.text.") for name in grads)
     assert_same_gradients(chunked_grads, grads, at_least=10)
     assert sorted(sizes) == [4, 4] and chunked_sizes == [2, 2] * 3  # vision twice, text once
+
+
+@pytest.mark.parametrize("precision", ["16-mixed", "16-true"])
+def test_fp16_is_refused_before_training(precision: str) -> None:
+    """Lightning turns 16-mixed into bf16-mixed on the CPU, so the GPU setting is stood in."""
+    module = model([Contrastive(embed_dim=16)], dropout=0.0)
+    module.tower_chunk_size = 2
+    module.trainer = SimpleNamespace(precision=precision)
+    with pytest.raises(ValueError, match="underflow in fp16; use bf16-mixed or 32"):
+        module.on_fit_start()
+    module.trainer = SimpleNamespace(precision="bf16-mixed")
+    module.on_fit_start()
+
+
+def test_sharding_refuses_chunked_towers() -> None:
+    module = model([Contrastive(embed_dim=16)], dropout=0.0)
+    module.tower_chunk_size = 2
+    module._device_mesh = {"tensor_parallel": SimpleNamespace(size=lambda: 1)}
+    with pytest.raises(ValueError, match="tower_chunk_size: vlp's FSDP"):
+        module.configure_model()
 
 
 def test_a_chunk_size_below_one_is_refused() -> None:

@@ -192,6 +192,10 @@ class VLPModule(LightningModule):
         rank_zero_info(f"vlp: {count}")
         self.log("train/trainable_params", float(count.trainable), batch_size=1)
         self._warn_of_accumulated_negatives()
+
+    def on_fit_start(self) -> None:
+        """Refuse fp16 with gradient caching (on a GPU: Lightning runs 16-mixed as bf16 on
+        the CPU) before any step is spent."""
         if self.tower_chunk_size is not None and str(self.trainer.precision).startswith("16"):
             raise ValueError(
                 f"model.tower_chunk_size with trainer.precision={self.trainer.precision}: the "
