@@ -7,7 +7,8 @@ throughput and of the trainable parameter count, one row per configuration),
 ``DIR/report.md`` (the same as a Markdown table, recall and accuracy in %, the best mean per
 column in bold) and ``DIR/plots/``: a bar chart
 with error bars per headline metric and ``train_loss.png``, each configuration's training-loss
-curve averaged over seeds.
+curve averaged over seeds. ``--baseline NAME`` adds every configuration's difference from
+``NAME`` with Welch's p-value (``vlp.report_comparison``).
 """
 
 from __future__ import annotations
@@ -73,13 +74,28 @@ class Configuration:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="vlp report", description=__doc__.split("\n\n")[0])
     parser.add_argument("dir", type=Path, help="the sweep's output folder")
+    parser.add_argument(
+        "--baseline",
+        metavar="NAME",
+        help="also compare every configuration with this one (comparison.csv, a table in "
+        "report.md): difference of the means and Welch's t-test over seeds",
+    )
     args = parser.parse_args(argv)
     configurations = collect(args.dir)
     if not configurations:
         raise SystemExit(f"{args.dir}: no finished runs (folders with a `done` marker)")
     columns = metric_columns(configurations)
+    report = markdown(configurations, columns)
+    if args.baseline:
+        from vlp import report_comparison
+
+        compared = [c for c in columns if is_headline(c) or c == THROUGHPUT]
+        rows = report_comparison.differences(configurations, args.baseline, compared)
+        report_comparison.write_csv(args.dir / "comparison.csv", rows)
+        headers = {m: m.removeprefix("test/") for m in compared}
+        report += "\n" + report_comparison.markdown(rows, args.baseline, headers)
     write_csv(args.dir / "report.csv", configurations, columns)
-    (args.dir / "report.md").write_text(markdown(configurations, columns))
+    (args.dir / "report.md").write_text(report)
     from vlp.report_plots import plot_headlines, plot_train_loss
 
     plots = args.dir / "plots"
@@ -251,17 +267,19 @@ def machine_note(configurations: list[Configuration]) -> str:
     return f"**Warning: the runs ran on {len(machines)} machines**:{listed}"
 
 
+def format_value(value: float, metric: str) -> str:
+    """A mean, spread or difference as the tables print it: rates in %."""
+    if metric == TRAINABLE:
+        return f"{value:,.0f}"
+    return f"{100 * value:.1f}" if is_rate(metric) else f"{value:.3g}"
+
+
 def _cell(mean: float, std: float, metric: str) -> str:
     if math.isnan(mean):
         return "–"
-
-    def show(value: float) -> str:
-        if metric == TRAINABLE:
-            return f"{value:,.0f}"
-        return f"{100 * value:.1f}" if is_rate(metric) else f"{value:.3g}"
-
     no_spread = math.isnan(std) or (metric == TRAINABLE and std == 0)
-    return show(mean) if no_spread else f"{show(mean)} ± {show(std)}"
+    shown = format_value(mean, metric)
+    return shown if no_spread else f"{shown} ± {format_value(std, metric)}"
 
 
 def _number(value: float) -> str:
