@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch import Callback
 
 from tests.tiny import TINY_TEXT, TINY_VISION, quiet_trainer, tiny_data
+from vlp.datamodules.datamodule import VLPDataModule
 from vlp.datamodules.synthetic import SyntheticScenes
 from vlp.encoders import TextEncoder, VisionEncoder
 from vlp.module import VLPModule
@@ -106,6 +107,37 @@ def test_every_optimizer_step_keeps_the_contrastive_temperature_in_its_range() -
     assert len(used) == 4 and all(tau == in_range for tau in used)
     assert len(set(used)) > 1  # τ did move (to a bound)
     assert model.objectives[0].temperature.item() == in_range  # the last update is clamped too
+
+
+def test_a_dropout_teacher_trains_with_dropout_and_evaluates_without() -> None:
+    """TCL's momentum text encoder keeps dropout on in training (its only text
+    augmentation); Lightning never calls train() at fit start, so the mode must hold
+    from construction."""
+    model = tiny_model([MomentumContrastive(embed_dim=8, queue_size=8, momentum_dropout=True)])
+    modes: dict[str, set[tuple[bool, bool]]] = {"train": set(), "validation": set()}
+
+    def teacher_modes(pl_module) -> tuple[bool, bool]:
+        by_source = {key.split("_ema")[0]: t for key, t in pl_module.teachers.items()}
+        return by_source["text"].module.training, by_source["vision"].module.training
+
+    class ReadModes(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            modes["train"].add(teacher_modes(pl_module))
+
+        def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, *_) -> None:
+            modes["validation"].add(teacher_modes(pl_module))
+
+    data = VLPDataModule(
+        train=SyntheticScenes("train", 8, image_size=32),
+        val=SyntheticScenes("val", 4, image_size=32),
+        batch_size=4,
+        num_workers=0,
+        image_size=32,
+        tokenize=model.tokenize,
+    )
+    trainer = quiet_trainer(max_epochs=2, num_sanity_val_steps=0, callbacks=[ReadModes()])
+    trainer.fit(model, data)
+    assert modes == {"train": {(True, False)}, "validation": {(False, False)}}
 
 
 @pytest.mark.parametrize(

@@ -43,6 +43,8 @@ def test_teacher_has_no_gradient_and_stays_in_eval_mode() -> None:
 
 def test_dropout_option_keeps_the_copy_in_train_mode() -> None:
     teacher = EMATeacher(nn.Dropout(0.5), DecaySchedule(), dropout=True)
+    assert teacher.module.training  # as built: Lightning never calls train() at fit start
+    teacher.eval()
     teacher.train()
     assert teacher.module.training
     teacher.eval()

@@ -80,7 +80,9 @@ class EMATeacher(nn.Module):
         self.shared = shared
         self.dropout = dropout
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
-        self.train(False)
+        # Lightning keeps every module in the mode it was built in (fit never calls
+        # train()), so start as a module built for training: dropout on only if asked
+        self.train()
 
     @classmethod
     def from_spec(cls, source: nn.Module, spec: TeacherSpec) -> EMATeacher:
