@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vlp.distributed import global_mean
 from vlp.encoders import Encoders
 from vlp.encoding import Encoding
 from vlp.objectives.base import Objective
@@ -25,8 +26,9 @@ from vlp.step import Step
 
 
 def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
-    """Mean over rows of H(targets, softmax(logits)); targets rows sum to 1."""
-    return -(targets * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+    """H(targets, softmax(logits)) averaged over the global batch's rows (targets rows sum
+    to 1): ranks may hold different numbers of rows, and DDP averages their gradients."""
+    return global_mean(-(targets * F.log_softmax(logits, dim=-1)).sum(), logits.shape[0])
 
 
 def positive_targets(row_ids: Tensor, column_ids: Tensor) -> Tensor:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vlp.datamodules.records import NO_LABEL
+from vlp.distributed import global_mean
 from vlp.encoders import Encoders
 from vlp.encoders.text import TextEncoder
 from vlp.encoding import Encoding
@@ -108,5 +109,6 @@ class CoOp(Objective):
         logits = coop_logits(image, classes, contrastive.temperature)
         known = labels != NO_LABEL
         accuracy = (logits[known].argmax(-1) == labels[known]).float().mean()
-        loss = F.cross_entropy(logits, labels, ignore_index=NO_LABEL)
+        total = F.cross_entropy(logits, labels, ignore_index=NO_LABEL, reduction="sum")
+        loss = global_mean(total, known.sum())  # over the global batch's labelled images
         return {"coop_loss": loss, "acc": accuracy}

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vlp.distributed import global_mean
 from vlp.encoders import Encoders
 from vlp.encoding import Encoding
 from vlp.objectives.base import Objective
@@ -74,9 +75,10 @@ def sample_hard_negatives(
 
 
 def itm_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-    """Cross-entropy of the 2-way match logits in fp32, and the accuracy."""
+    """Cross-entropy of the 2-way match logits in fp32, over the global batch's pairs (ranks
+    may hold different numbers), and this rank's accuracy."""
     logits = logits.float()
-    loss = F.cross_entropy(logits, labels)
+    loss = global_mean(F.cross_entropy(logits, labels, reduction="sum"), labels.shape[0])
     accuracy = (logits.argmax(-1) == labels).float().mean()
     return loss, accuracy
 

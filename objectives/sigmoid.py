@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vlp.distributed import global_mean
 from vlp.objectives.contrastive import ImageTextSpace
 from vlp.step import Step
 
@@ -67,7 +68,7 @@ class SigmoidContrastive(ImageTextSpace):
             local = torch.arange(image.shape[0], device=image.device) + offset
             positive = F.one_hot(local, all_text.shape[0]).bool()
         signs = positive.float() * 2 - 1  # z_ij
-        loss = -F.logsigmoid(signs * logits).sum(-1).mean()
+        loss = global_mean(-F.logsigmoid(signs * logits).sum(), image.shape[0])
         return {
             "sigmoid_loss": loss,
             "scale": self.log_scale.detach().exp(),

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vlp.distributed import global_mean
 from vlp.objectives.contrastive import soft_cross_entropy
 from vlp.objectives.momentum import CrossModal, MomentumContrastive
 from vlp.step import Step
@@ -63,8 +64,9 @@ def local_infonce(
     losses = -(positives - torch.logaddexp(positives, negatives[:, None]))  # [B, M]
     mask = local_mask.to(losses.dtype)
     if per_sample_mean:
-        return ((losses * mask).sum(1) / mask.sum(1).clamp_min(1)).mean()
-    return (losses * mask).sum() / mask.sum().clamp_min(1)
+        per_sample = (losses * mask).sum(1) / mask.sum(1).clamp_min(1)
+        return global_mean(per_sample.sum(), per_sample.shape[0])
+    return global_mean((losses * mask).sum(), mask.sum())
 
 
 def pooled_regions(tokens: Tensor, regions_per_side: int) -> Tensor:

@@ -25,6 +25,7 @@ import torch.distributed as dist
 from lightning.pytorch import Callback, Trainer, seed_everything
 from safetensors.torch import save_file
 from torch.distributed.tensor import DTensor
+from torch.utils.data import Dataset
 
 from tests.objectives.flamingo_tiny import TINY_LM, tiny_flamingo
 from tests.tiny import TINY_TEXT, TINY_VISION
@@ -91,7 +92,19 @@ def main(
     tower_chunk_size: int | None = None,
 ) -> None:
     seed_everything(0)
-    model = VLPModule(
+    model = tiny_model(name, recompute, tower_chunk_size)
+    train = SyntheticScenes("train", num_images=64, image_size=32, captions_per_image=1)
+    data = plain_data(train, batch_size, model)
+    rank, state = fit_and_record(model, data, devices, steps, strategy)
+    save_file(state, str(rank_path(out, rank)))
+
+
+def tiny_model(
+    name: str, recompute: bool = False, tower_chunk_size: int | None = None
+) -> VLPModule:
+    """Tiny towers and fusion encoder under the ``name`` objectives, trained by SGD at a
+    constant learning rate (so one step's weights show its gradient)."""
+    return VLPModule(
         VisionEncoder(
             "vit_tiny_patch16_224",
             image_size=32,
@@ -105,8 +118,12 @@ def main(
         activation_checkpointing=recompute,
         tower_chunk_size=tower_chunk_size,
     )
-    data = VLPDataModule(
-        train=SyntheticScenes("train", num_images=64, image_size=32, captions_per_image=1),
+
+
+def plain_data(train: Dataset, batch_size: int, model: VLPModule) -> VLPDataModule:
+    """``train`` in order, without augmentation or loader workers."""
+    return VLPDataModule(
+        train=train,
         batch_size=batch_size,
         num_workers=0,
         image_size=32,
@@ -116,8 +133,6 @@ def main(
         lm_tokenize=model.lm_tokenize,
         needs=model.batch_needs,
     )
-    rank, state = fit_and_record(model, data, devices, steps, strategy)
-    save_file(state, str(rank_path(out, rank)))
 
 
 def fit_and_record(
