@@ -10,8 +10,9 @@ instance norm over the positions of one sample):
 
 h is the student's final output on the masked input (masked patches or tokens
 replaced by a learned mask embedding), f a regression head, ℓ_β Smooth-L1
-with β (squared error when β = 0), averaged over the elements of every
-masked position of the global batch. The teacher is an EMA of the student,
+with β (squared error when β = 0) over the masked positions of the global batch, reduced
+as the released recipes do: the mean over every element for images (vision v1), the sum
+over dimensions averaged over masked tokens for text (text v1, ``loss_scale: 1``). The teacher is an EMA of the student,
 Δ ← τΔ + (1 − τ)θ, with τ ramped linearly τ0 → τe over τn updates then
 constant (``vlp.teachers``); fp32, eval mode, no gradient.
 
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -70,6 +71,7 @@ class ImageBranch:
     beta: float = 2.0  # β of Smooth-L1; 0 for squared error
     head_layers: int = 1  # Linear(D, D)
     weight: float = 1.0
+    per_token_sum: ClassVar[bool] = False  # ℓ averaged over elements, not summed per patch
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class TextBranch:
     beta: float = 4.0
     head_layers: int = 2  # Linear(D, 2D), GELU, Linear(2D, D)
     weight: float = 1.0
+    per_token_sum: ClassVar[bool] = True  # ℓ summed over a token's dimensions
 
 
 IMAGE, TEXT = ImageBranch(), TextBranch()
@@ -289,7 +292,7 @@ class Data2Vec(Objective):
         prediction = head(student[masked])
         target = targets[masked]
         total = regression_loss(prediction, target, config.beta)
-        loss = global_mean(total, target.numel())
+        loss = global_mean(total, target.shape[0] if config.per_token_sum else target.numel())
         return {
             f"{branch}_loss": config.weight * loss,
             f"{branch}_target_std": _std(target),

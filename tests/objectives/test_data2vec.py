@@ -177,6 +177,25 @@ def test_text_teacher_reads_the_full_caption_and_the_student_the_masked_one() ->
     assert terms["text_loss"] > 0 and set(terms) >= {"text_target_std", "text_prediction_std"}
 
 
+def test_text_loss_sums_over_dimensions_and_averages_over_masked_tokens() -> None:
+    """The released text recipe (``loss_scale: 1``): Σ over a token's dimensions of
+    Smooth-L1 with β = 4, then the mean over masked tokens; images average every element."""
+    text = TextBranch(mask_ratio=0.5, targets=Targets(top_k=2))
+    model, objective = build("text", text=text)
+    recipe = next(n for n in objective.needs if isinstance(n, SpanMasking))
+    batch = text_batch(model, recipe, 0)
+    step = model.step(batch)
+    terms = objective(step)
+    with torch.no_grad():
+        y = regression_targets(objective.text_layers(step), text.targets, batch["text_mask"].bool())
+        selected = batch["text_mask_positions"]
+        student = model.encoders.text(batch["masked_text_ids"], batch["text_mask"]).tokens
+        prediction = objective.text_head(student[selected])
+    per_token = F.smooth_l1_loss(prediction, y[selected], beta=4.0, reduction="none").sum(-1)
+    assert selected.sum() > 1 and prediction.shape[-1] == TINY_TEXT["hidden_size"]
+    assert terms["text_loss"].item() == pytest.approx(per_token.mean().item(), rel=1e-5)
+
+
 def test_multimodal_caption_targets_come_after_the_fusion_layers_with_the_full_image() -> None:
     model, objective = build(
         "multimodal", image=IMAGE_TARGETS, text=TextBranch(mask_ratio=0.5, targets=Targets(top_k=3))
