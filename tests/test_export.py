@@ -15,11 +15,13 @@ import timm
 import torch
 import torch.nn.functional as F
 import yaml
+from PIL import Image
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoTokenizer
 
 from tests.tiny import TINY_TEXT, TINY_VISION
 from vlp.cli import COMMANDS, run_cli
+from vlp.datamodules.transforms import eval_transform
 from vlp.encoders import TextEncoder, VisionEncoder
 from vlp.export import export, last_metrics, model_card, retrieval_spec, run_folders
 from vlp.module import VLPModule
@@ -155,6 +157,21 @@ def test_timm_vision_encoder_and_heads_give_the_image_embeddings(exported) -> No
     torch.testing.assert_close(image, module_embeddings(model)[0], atol=ATOL, rtol=0)
 
 
+def test_timm_preprocessing_of_the_export_is_the_evaluation_transform(exported) -> None:
+    _, out, _ = exported
+    spec = json.loads((out / "retrieval.json").read_text())
+    encoder = timm.create_model(f"local-dir:{out / 'vision_encoder'}", pretrained=True)
+    timm_transform = timm.data.create_transform(**timm.data.resolve_data_config(model=encoder))
+    torch.manual_seed(2)
+    image = Image.fromarray((torch.rand(45, 70, 3) * 255).to(torch.uint8).numpy())
+    ours = eval_transform(IMAGE_SIZE, spec["mean"], spec["std"])(image)
+    # PIL's and torchvision's antialiased bilinear resizes round apart by at most one level
+    one_level = 1.01 / 255 / torch.tensor(spec["std"])[:, None, None]
+    assert ((timm_transform(image) - ours).abs() <= one_level).all()
+    card = (out / "README.md").read_text()
+    assert f"shorter side is {IMAGE_SIZE} px,\ncentre-cropped to {IMAGE_SIZE}×{IMAGE_SIZE}" in card
+
+
 def test_onnx_towers_give_the_embeddings_at_other_batch_sizes_and_lengths(exported) -> None:
     model, out, _ = exported
     image_ref, text_ref = module_embeddings(model)
@@ -245,6 +262,29 @@ def test_run_folders_follow_both_checkpoint_layouts(tmp_path: Path) -> None:
     (run / "version_11").mkdir()  # no config: not a run folder
     found = run_folders(run / "checkpoints/last.ckpt")
     assert [p.name for p in found] == ["version_0", "version_2", "version_10"]
+
+
+def test_a_sweep_run_folder_gives_the_metrics_of_its_fits_and_test(tmp_path: Path) -> None:
+    run = tmp_path / "sweep/itc_s0"  # vlp.sweep_run's layout
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").touch()
+    (run / "run.json").write_text("{}")
+    logs = {
+        "fit": "epoch,step,train/loss,val/acc\n0,9,0.5,\n0,9,,0.1\n",
+        "fit_resumed2": "epoch,step,train/loss\n1,19,0.25\n",
+        "fit_resumed10": "epoch,step,train/loss\n2,29,0.125\n",  # the latest resume
+        "test": "epoch,step,test/acc\n0,0,0.75\n",
+    }
+    for folder, rows in logs.items():
+        (run / folder).mkdir()
+        (run / folder / "metrics.csv").write_text(rows)
+    folders = run_folders(run / "checkpoints/last.ckpt")
+    assert folders == [run]
+    assert last_metrics(folders) == {
+        "train/loss": ("0.125", "29", "fit_resumed10/metrics.csv"),
+        "val/acc": ("0.1", "9", "fit/metrics.csv"),
+        "test/acc": ("0.75", "0", "test/metrics.csv"),
+    }
 
 
 def test_a_sharded_checkpoint_folder_is_refused_with_the_setting_that_saves_it_whole(

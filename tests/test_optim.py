@@ -6,6 +6,8 @@ import pytest
 import torch
 from torch import nn
 
+from tests.tiny import TINY_VISION
+from vlp.encoders import VisionEncoder
 from vlp.flamingo import PerceiverResampler
 from vlp.optim import apply_lr_multipliers, parameter_groups, warmup_cosine
 
@@ -47,6 +49,20 @@ def test_resampler_latents_and_time_embeddings_are_not_decayed() -> None:
     for token in (resampler.latents, resampler.media_time, resampler.frame_time):
         assert all(p is not token for p in decayed)
     assert any(p is resampler.layers[0].ff[1].weight for p in decayed)
+
+
+def test_vision_tokens_are_not_decayed_and_its_matrices_are() -> None:
+    vision = VisionEncoder("deit_tiny_distilled_patch16_224", image_size=32,
+                           model_kwargs=TINY_VISION)  # fmt: skip
+    vision.add_mask_token()
+    decayed = {
+        id(p) for g in parameter_groups(vision.named_parameters(), {}) if "weight_decay" not in g
+        for p in g["params"]
+    }  # fmt: skip
+    model = vision.model
+    for token in (vision.mask_token, model.dist_token, model.cls_token, model.pos_embed):
+        assert token.ndim == 3 and id(token) not in decayed
+    assert id(model.patch_embed.proj.weight) in decayed
 
 
 def test_frozen_parameters_are_left_out() -> None:

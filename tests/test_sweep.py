@@ -527,3 +527,30 @@ def test_a_runs_last_checkpoint_is_written_after_every_epoch(tmp_path: Path) -> 
     last = RunDir(tmp_path).checkpoint
     assert last.exists()
     assert torch.load(last, weights_only=True)["global_step"] == 2
+
+
+def test_last_checkpoint_is_the_latest_epoch_when_the_user_monitors_a_metric(
+    tmp_path: Path,
+) -> None:
+    """A monitored ModelCheckpoint saves only improvements, and Lightning's ``last.ckpt``
+    beside it (a link or a copy) is the last improvement: test and resume need the latest."""
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    class Worsening(BoringModel):
+        def validation_step(self, batch, batch_idx):
+            self.log("val/score", float(self.current_epoch))  # best (lowest) in epoch 0
+
+    monitored = {"class_path": sweep_run.CHECKPOINT,
+                 "init_args": {"monitor": "val/score", "mode": "min", "save_last": True}}  # fmt: skip
+    callbacks = sweep_run.sweep_callbacks([monitored], tmp_path)
+    checkpoints = [ModelCheckpoint(**c["init_args"]) for c in callbacks
+                   if c["class_path"] == sweep_run.CHECKPOINT]  # fmt: skip
+    trainer = Trainer(
+        max_epochs=3, limit_train_batches=2, limit_val_batches=1, logger=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=checkpoints,
+    )  # fmt: skip
+    trainer.fit(Worsening())
+    assert torch.load(RunDir(tmp_path).checkpoint, weights_only=True)["global_step"] == 6
+    assert torch.load(checkpoints[0].best_model_path, weights_only=True)["global_step"] == 2

@@ -64,12 +64,16 @@ from vlp.flamingo.lm import decoder_layers
 from vlp.module import VLPModule
 from vlp.objectives.flamingo import Flamingo
 from vlp.queues import FeatureQueue
+from vlp.sweep_run import RunDir
 from vlp.teachers import EMATeacher
 
 CONFIG = "config.yaml"
 METRICS = "metrics.csv"
 TOWERS = ("encoders.vision.model.", "encoders.text.model.")  # saved by timm / transformers
 SAMPLE_CAPTIONS = ["a red circle", "a small blue square to the left of a large green triangle"]
+# timm's name for the evaluation transform (vlp.datamodules.transforms.eval_transform):
+# shorter side resized to the image size (bilinear, antialiased), then a centre crop of it.
+EVAL_RESIZE = {"crop_pct": 1.0, "interpolation": "bilinear", "crop_mode": "center"}
 
 
 def run_folders(checkpoint: Path) -> list[Path]:
@@ -78,7 +82,9 @@ def run_folders(checkpoint: Path) -> list[Path]:
     Lightning's default keeps checkpoints in ``<run>/version_<n>/checkpoints/``,
     beside that version's ``config.yaml`` and ``metrics.csv``; a
     ``ModelCheckpoint(dirpath=<run>/checkpoints)`` (the quickstart) keeps them
-    beside the ``version_<n>`` folders of every fit and test that used them.
+    beside the ``version_<n>`` folders of every fit and test that used them; a sweep's
+    run folder holds its ``config.yaml`` above ``checkpoints/`` (its stages' logs:
+    :func:`logger_folders`).
     """
     above = checkpoint.resolve().parent.parent
     if (above / CONFIG).is_file():
@@ -272,10 +278,22 @@ def retrieval_spec(model: VLPModule, embedder: Embedder, data: dict[str, Any]) -
     }
 
 
+def logger_folders(folders: list[Path]) -> list[Path]:
+    """``folders``, each sweep run folder (``run.json`` beside its config) followed by its
+    stages' logger folders in the order they ran: fit, each resume, test."""
+    found = []
+    for folder in folders:
+        found.append(folder)
+        run = RunDir(folder)
+        if run.info.is_file():
+            found += [*run.fit_attempts(), run.test_metrics.parent]
+    return found
+
+
 def last_metrics(folders: list[Path]) -> dict[str, tuple[str, str, str]]:
     """The last logged value of every metric: name → (value, step, file)."""
     found: dict[str, tuple[str, str, str]] = {}
-    for folder in folders:
+    for folder in logger_folders(folders):
         path = folder / METRICS
         if not path.is_file():
             continue
@@ -310,7 +328,9 @@ def retrieval_card(spec: dict[str, Any] | None) -> tuple[str, str]:
     paragraph = f"""\
 Embeddings are L2-normalised: image = normalise(`{spec["image_projection"]}`(pooled image)),
 text = normalise(`{spec["text_projection"]}`({spec["text_pooling"]}-pooled last hidden state)).
-Images are resized to {size} px and normalised with mean {spec["mean"]} and std {spec["std"]};
+Images are resized (bilinear, antialiased) so that their shorter side is {size} px,
+centre-cropped to {size}×{size} and normalised with mean {spec["mean"]} and std {spec["std"]}
+(as `vision_encoder/`'s timm config says);
 captions are truncated to {spec["max_length"]} tokens.
 """
     return rows, paragraph
@@ -376,7 +396,12 @@ def export_towers(model: VLPModule, data: dict[str, Any], out: Path) -> None:
         model.encoders.vision.model,
         out / "vision_encoder",
         safe_serialization=True,
-        data_config={"img_size": data["image_size"], "mean": data["mean"], "std": data["std"]},
+        data_config={
+            "img_size": data["image_size"],
+            "mean": data["mean"],
+            "std": data["std"],
+            **EVAL_RESIZE,
+        },
     )
 
 

@@ -10,7 +10,16 @@ from torch import nn
 from torch.optim import Optimizer
 
 # Parameters that are tokens or queries rather than weights: never decayed.
-_LEARNED_TOKENS = ("pos_embed", "cls_token", "reg_token", "latents", "media_time", "frame_time")
+_LEARNED_TOKENS = (
+    "pos_embed",
+    "cls_token",
+    "reg_token",
+    "dist_token",  # timm's DeiT distillation token
+    "mask_token",  # the vision encoder's masked-patch embedding (data2vec, BEiT)
+    "latents",
+    "media_time",
+    "frame_time",
+)
 
 
 def parameter_groups(
@@ -19,8 +28,8 @@ def parameter_groups(
     """Groups by (learning-rate multiplier, weight decay or not).
 
     Weight decay applies to matrices only: biases, norms, τ, the ViT
-    position/class tokens and the Perceiver Resampler's latents and time embeddings
-    get none (ALBEF's factory decays τ and those tokens by accident,
+    position/class/register/distillation tokens, the mask token and the Perceiver
+    Resampler's latents and time embeddings get none (ALBEF's factory decays τ and those tokens by accident,
     ``shared/specs/tcl_albef.md`` §0; OpenFlamingo leaves the resampler undecayed,
     ``shared/specs/flamingo.md`` §2.3). A parameter takes the
     multiplier of the longest module-name prefix in ``lr_multipliers``

@@ -209,20 +209,26 @@ def sweep_configs(sweep: Sweep, runs: list[Run], out: Path) -> list[dict[str, An
 
 def sweep_callbacks(callbacks: list[dict[str, Any]], run_dir: Path) -> list[dict[str, Any]]:
     """Checkpoints in the run's folder, with ``last.ckpt`` (which test reads, and an
-    interrupted run resumes from) after every epoch; throughput on.
+    interrupted run resumes from) the latest epoch's checkpoint; throughput on.
 
     Lightning writes ``last.ckpt`` only beside a top-k checkpoint, or at the end of fit:
-    so at least the latest checkpoint is kept, and ``last.ckpt`` links to it.
+    so an unmonitored checkpoint keeps at least the latest epoch and ``last.ckpt`` links
+    to it. A monitored one saves only improvements, so its ``last.ckpt`` (linked or
+    copied) would be the best, not the latest: when all are monitored, an unmonitored
+    ``latest-*`` checkpoint is added to write ``last.ckpt``.
     """
     checkpoints = [c for c in callbacks if c["class_path"] == CHECKPOINT]
-    if not checkpoints:
-        checkpoints = [{"class_path": CHECKPOINT, "init_args": {}}]
+    latest = next((c for c in checkpoints if not c["init_args"].get("monitor")), None)
+    if latest is None:  # none given, or all monitored: one more keeps the latest epoch
+        named = {"filename": "latest-{epoch}-{step}"} if checkpoints else {}
+        latest = {"class_path": CHECKPOINT, "init_args": named}
+        checkpoints.append(latest)
     for checkpoint in checkpoints:
-        checkpoint["init_args"]["dirpath"] = str(run_dir / "checkpoints")
-    first = checkpoints[0]["init_args"]
-    first["save_last"] = "link"
-    if first.get("save_top_k", 1) == 0:
-        first["save_top_k"] = 1
+        settings = checkpoint["init_args"]
+        settings["dirpath"] = str(run_dir / "checkpoints")
+        settings["save_last"] = "link" if checkpoint is latest else False
+    if latest["init_args"].get("save_top_k", 1) == 0:
+        latest["init_args"]["save_top_k"] = 1
     others = [c for c in callbacks if c["class_path"] not in (CHECKPOINT, THROUGHPUT)]
     return [*others, *checkpoints, {"class_path": THROUGHPUT}]
 

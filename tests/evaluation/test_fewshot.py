@@ -5,15 +5,17 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
 import torch
 from PIL import Image
 from torch.utils.data import IterableDataset
 
-from vlp.datamodules.datamodule import VLPDataModule
+from vlp.datamodules.datamodule import EvalShardSampler, VLPDataModule
 from vlp.datamodules.kshot import KShot, record_labels
 from vlp.datamodules.records import ImageTextRecord, SkippedRecord
 from vlp.datamodules.synthetic import SyntheticScenes
 from vlp.encoding import Encoding
+from vlp.evaluation import generative
 from vlp.evaluation.fewshot import (
     CAPTION,
     VQA,
@@ -246,6 +248,40 @@ def test_max_samples_caps_the_generated_images_and_k_needs_a_support_set():
         "caption/bleu4_0shot",
         "vqa/acc_0shot",
     }
+
+
+class IdRecorder(EchoGenerator):
+    """Records the image ids it generates for (the test encodes an image's id as its tokens)."""
+
+    def __init__(self, fewshot: FewShotConfig) -> None:
+        super().__init__(fewshot)
+        self.image_ids: list[int] = []
+
+    def resample_images(self, image_tokens: torch.Tensor) -> torch.Tensor:
+        self.image_ids += [int(i) for i in image_tokens[:, 0, 0]]
+        return image_tokens
+
+
+@pytest.mark.parametrize(("max_samples", "world_size"), [(64, 3), (5, 3), (2, 3), (7, 1)])
+def test_max_samples_under_ddp_are_the_first_images_of_the_split(
+    monkeypatch, max_samples, world_size
+):
+    split = list(range(100))
+    generated = []
+    for rank in range(world_size):
+        monkeypatch.setattr(generative, "world", lambda rank=rank: (rank, world_size))
+        generator = IdRecorder(FewShotConfig(shots=(0,), text_only_demos=0,
+                                             max_samples=max_samples))  # fmt: skip
+        evaluation = FewShotEvaluation(generator, torch.nn.Linear(1, 1), lambda e: e.pooled,
+                                       lambda: None)  # fmt: skip
+        share = list(EvalShardSampler(split, num_replicas=world_size, rank=rank, shuffle=False))
+        for start in range(0, len(share), 4):
+            ids = share[start : start + 4]
+            batch = _batch(ids)
+            tokens = torch.tensor(ids, dtype=torch.float)[:, None, None].expand(-1, 2, 3)
+            evaluation.add(batch, Encoding(pooled=tokens[:, 0], tokens=tokens))
+        generated += generator.image_ids
+    assert sorted(generated) == list(range(max_samples))
 
 
 def test_predict_writes_a_zero_shot_caption_and_an_answer_per_question():

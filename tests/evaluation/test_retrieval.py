@@ -42,6 +42,27 @@ def test_hand_built_case() -> None:
     assert metrics["t2i_r1"] == pytest.approx(2 / 3)
 
 
+def test_exact_ties_give_the_same_recall_in_any_candidate_order() -> None:
+    similarity = torch.tensor([[0.5, 0.5, 0.1, 0.0], [0.5, 0.7, 0.7, 0.3]])
+    image_ids, text_image_ids = torch.tensor([0, 1]), torch.tensor([0, 1, 1, 2])
+    # Ties count against the query. i2t: image 0's caption t0 ties with t1 (image 1's):
+    # rank 1; image 1's two captions tie with each other, above the rest: rank 0.
+    # t2i: t0's image ties with image 1: rank 1; t1 and t2: rank 0; t3's image is absent.
+    expected = {"i2t_r1": 1 / 2, "i2t_r2": 1.0, "t2i_r1": 2 / 4, "t2i_r2": 3 / 4}
+    for texts in ([0, 1, 2, 3], [1, 3, 2, 0], [3, 2, 1, 0]):
+        for images in ([0, 1], [1, 0]):
+            metrics = retrieval_recall(
+                similarity[images][:, texts], image_ids[images], text_image_ids[texts], ks=(1, 2)
+            )
+            assert metrics == pytest.approx(expected)
+
+
+def test_equal_scores_recall_nothing() -> None:
+    ids = torch.arange(4)
+    metrics = retrieval_recall(torch.zeros(4, 4), ids, ids, ks=(1, 3))
+    assert metrics == {"i2t_r1": 0.0, "i2t_r3": 0.0, "t2i_r1": 0.0, "t2i_r3": 0.0}
+
+
 def test_repeated_images_are_refused() -> None:
     with pytest.raises(ValueError, match="repeat"):
         retrieval_recall(torch.zeros(2, 2), torch.tensor([1, 1]), torch.tensor([1, 1]))

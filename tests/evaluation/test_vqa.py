@@ -46,9 +46,15 @@ def test_accuracy_of_nothing_is_an_error():
     [
         ("red", "red"),
         ("red Question: what shape", "red"),
-        ("blue short answer: red", "blue"),
+        ("blue Short answer: red", "blue"),
         ("two, and more", "two"),
-        (" circle answer", "circle"),
+        (" circle Answer: square", "circle"),
+        # words that only resemble a marker are answers
+        (" shorts", "shorts"),
+        (" Short", "Short"),
+        ("short sleeves Question: what", "short sleeves"),
+        (" the answer is yes", "the answer is yes"),
+        (" questions", "questions"),
     ],
 )
 def test_answer_is_the_text_before_the_next_prompt_or_clause(generated: str, answer: str):

@@ -13,7 +13,6 @@ only zero-shot prompts (with no demonstrations) are evaluated.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -170,10 +169,13 @@ class FewShotEvaluation:
             self._record("vqa/ptuned", answers, [[qa["answer"]] for _, qa in asked])
 
     def _quota(self) -> int:
+        """Images this rank may still generate for: its items among the split's first
+        ``max_samples``, which under ``EvalShardSampler`` are ``rank, rank + W, ...``."""
         if self.config.max_samples is None:
             return 1 << 62
-        _, world_size = world()
-        return max(math.ceil(self.config.max_samples / world_size) - self._images_done, 0)
+        rank, world_size = world()
+        share = len(range(rank, self.config.max_samples, world_size))
+        return max(share - self._images_done, 0)
 
     def _task(
         self,

@@ -23,7 +23,8 @@ _PERIOD = re.compile(r"\.(?!\d)")
 _NUMBERS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4",
             "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}  # fmt: skip
 _ARTICLES = frozenset({"a", "an", "the"})
-_ANSWER_ENDS = re.compile(r"question|answer|short|, ", re.IGNORECASE)
+# The prompts' own markers, matched as written: "short" and "shorts" are answers too.
+_ANSWER_ENDS = re.compile(r"Question:|Short answer:|Answer:|, ")
 
 
 def normalize_answer(answer: str) -> str:
@@ -43,7 +44,8 @@ def normalize_answer(answer: str) -> str:
 
 def answer_from_generation(text: str) -> str:
     """The answer part of a generated continuation: the text before the model starts a
-    new "Question:"/"Short answer:" or a second clause (OpenFlamingo's post-processing)."""
+    new "Question:"/"Short answer:"/"Answer:" or a second clause (OpenFlamingo's
+    post-processing, which splits case-sensitively, cut only at whole markers)."""
     return _ANSWER_ENDS.split(text, maxsplit=1)[0].strip()
 
 
