@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from vlp.datamodules.lm_text import LMTokenize
-from vlp.datamodules.records import SkippedRecord
+from vlp.datamodules.records import CAPTION_PREFIX, SkippedRecord
 from vlp.datamodules.samples import NoItem, Sample
 from vlp.masking import BlockMasking, SpanMasking
 from vlp.seeding import generator
@@ -74,7 +74,8 @@ class Collate:
     Fields: ``images [B,3,H,W]``, ``image_ids [B]``, ``labels [B]``,
     ``text_ids``/``text_mask [T,L]``, ``text_image_ids [T]`` (T = B in
     training, all captions in evaluation) and ``skipped``, a Counter of bad
-    samples by reason that the module logs, so nothing is lost silently.
+    samples by reason, and of bad captions dropped from kept samples by
+    ``caption_<reason>``, that the module logs, so nothing is lost silently.
 
     When samples carry hard-negative captions (evaluation on the synthetic
     scenes) there are also ``negative_ids``/``negative_mask [N,L']`` and
@@ -109,7 +110,9 @@ class Collate:
                 skipped[item.reason] += 1
             elif isinstance(item, Sample):
                 samples.append(item)
-                skipped.update(item.dropped_captions)
+                skipped.update(
+                    {CAPTION_PREFIX + reason: n for reason, n in item.dropped_captions.items()}
+                )
         if not samples:
             return empty_batch(skipped)
         captions = [caption for s in samples for caption in s.captions]

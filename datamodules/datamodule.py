@@ -249,19 +249,22 @@ class VLPDataModule(LightningDataModule):
         dataset, collate = self._samples(source, train)
         options = {
             "batch_size": batch_size,
-            "drop_last": train,
             "num_workers": self.num_workers,
             "collate_fn": collate if tag is None else TaggedCollate(collate, tag),
         }
         if not isinstance(dataset, IterableDataset):
             sampler = self._sampler(dataset, train)
+            drop_last = train and drops_last_batch(len(sampler), batch_size)
             if train:
-                options["drop_last"] = drops_last_batch(len(sampler), batch_size)
                 # a training step (batch_idx) takes one batch of each dataset
                 steps = self.resume_position[1] // self.batch_size
-                sampler.resume_after(steps, batch_size, options["drop_last"])
+                sampler.resume_after(steps, batch_size, drop_last)
             return DataLoader(
-                dataset, sampler=sampler, persistent_workers=self.num_workers > 0, **options
+                dataset,
+                sampler=sampler,
+                drop_last=drop_last,
+                persistent_workers=self.num_workers > 0,
+                **options,
             )
         if not train:
             return DataLoader(dataset, persistent_workers=self.num_workers > 0, **options)
@@ -290,6 +293,15 @@ class VLPDataModule(LightningDataModule):
         if not self._lockstep_loaders:
             return None
         return sum(loader.dropped_batches for loader in self._lockstep_loaders)
+
+    @property
+    def dropped_tail_samples(self) -> int | None:
+        """Streamed training samples this rank dropped in the current epoch because they
+        ended a data loader worker's share in a batch shorter than the others; None without
+        streaming."""
+        if not self._lockstep_loaders:
+            return None
+        return sum(loader.dropped_tail_samples for loader in self._lockstep_loaders)
 
     def _samples(self, source: Dataset, train: bool) -> tuple[Dataset, Callable]:
         """The samples of ``source`` and how to batch them; LM fields only in training."""
@@ -355,6 +367,7 @@ class VLPDataModule(LightningDataModule):
         self.resume_position = (state["epoch"], state["samples"])
 
     def train_dataloader(self) -> DataLoader | CombinedLoader:
+        self._lockstep_loaders = []  # reloaded: the loaders made before count no more
         loader = self._train_loader()
         self.resume_position = (-1, 0)  # a loader made anew later (reloading) starts its epoch
         return loader

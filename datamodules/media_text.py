@@ -103,7 +103,11 @@ def as_media_samples(source: Dataset, transform: Callable) -> Dataset:
 class MediaTextCollate:
     """Batch fields: ``media`` [B, T, F, C, H, W] (rows with fewer media are zero-padded;
     the padding is never attended, as no ``<image>`` token names it), ``media_counts``
-    [B], ``lm_ids``/``lm_mask``/``lm_labels`` [B, L] and ``skipped``."""
+    [B], ``lm_ids``/``lm_mask``/``lm_labels`` [B, L] and ``skipped``.
+
+    A batch whose every document or clip was bad has no rows (:func:`empty_media_batch`);
+    the module skips its step on every rank, as it does an empty image–text batch.
+    """
 
     lm_tokenize: LMTokenize
 
@@ -111,7 +115,7 @@ class MediaTextCollate:
         skipped = Counter(item.reason for item in items if isinstance(item, SkippedRecord))
         samples = [item for item in items if not isinstance(item, SkippedRecord)]
         if not samples:
-            raise ValueError(f"every sample of a batch was bad: {dict(skipped)}")
+            return empty_media_batch(skipped)
         frame_shapes = {medium.shape for s in samples for medium in s.media}
         if len(frame_shapes) > 1:
             raise ValueError(
@@ -132,3 +136,20 @@ class MediaTextCollate:
             **self.lm_tokenize([s.layout for s in samples], samples[0].interleaved),
             "skipped": skipped,
         }
+
+
+def empty_media_batch(skipped: Counter) -> dict[str, Any]:
+    """A batch without rows that still reports what was skipped.
+
+    Tokenizers refuse an empty list, and no objective reads it: the module sees zero
+    rows in ``media`` and skips the step on every rank.
+    """
+    no_text = torch.zeros(0, 0, dtype=torch.long)
+    return {
+        "media": torch.empty(0),
+        "media_counts": torch.zeros(0, dtype=torch.long),
+        "lm_ids": no_text,
+        "lm_mask": no_text,
+        "lm_labels": no_text,
+        "skipped": skipped,
+    }

@@ -31,11 +31,24 @@ class ImageTextRecord:
 class SkippedRecord:
     """A record dropped because its input was bad; counted, never silently lost."""
 
-    reason: str  # one of SKIP_REASONS
+    reason: str  # one of RECORD_SKIP_REASONS
     key: str
 
 
-SKIP_REASONS = ("missing", "corrupt", "too_large", "empty_caption", "bad_encoding", "bad_field")
+RECORD_SKIP_REASONS = (
+    "missing",
+    "corrupt",
+    "too_large",
+    "empty_caption",
+    "bad_encoding",
+    "bad_field",
+)
+CAPTION_PREFIX = "caption_"
+# What the module and the evaluator log as ``data/skipped_<reason>``: whole records by
+# reason, and, apart from them, single captions dropped from records that were kept.
+SKIP_REASONS = RECORD_SKIP_REASONS + tuple(
+    CAPTION_PREFIX + reason for reason in ("empty_caption", "bad_encoding", "bad_field")
+)
 
 
 class BadSampleError(ValueError):

@@ -54,7 +54,8 @@ def test_bad_samples_are_skipped_and_counted_every_epoch(tmp_path: Path) -> None
     for row in epochs:
         assert float(row["data/skipped_corrupt"]) == 1
         assert float(row["data/skipped_missing"]) == 1
-        assert float(row["data/skipped_empty_caption"]) == 2  # the dead record + one caption
+        assert float(row["data/skipped_empty_caption"]) == 1  # the dead record
+        assert float(row["data/skipped_caption_empty_caption"]) == 1  # a kept record's caption
 
 
 def test_fail_fast_names_the_bad_file(tmp_path: Path) -> None:

@@ -336,10 +336,12 @@ class VLPModule(LightningModule):
             )
 
     def on_train_epoch_end(self) -> None:
-        """Streamed batches dropped this epoch so that every rank ends it at the same step."""
-        dropped = self._datamodule_attr("dropped_batches")
-        if dropped is not None:
-            self.log("data/dropped_batches", float(dropped), reduce_fx="sum", sync_dist=True)
+        """Streamed batches dropped this epoch so that every rank ends it at the same step, and
+        streamed samples dropped in the shorter batches that end the data workers' shares."""
+        for name in ("dropped_batches", "dropped_tail_samples"):
+            dropped = self._datamodule_attr(name)
+            if dropped is not None:
+                self.log(f"data/{name}", float(dropped), reduce_fx="sum", sync_dist=True)
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         """Teachers move once per optimizer step, after it, from the updated online weights.

@@ -41,7 +41,10 @@ class CocoCaptions(RecordSource):
     ) -> None:
         self.path = Path(annotation_file)
         self.image_root = Path(image_root)
-        data = json.loads(self.path.read_text(encoding="utf-8"))
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except ValueError as error:  # bad JSON, or bytes that are not UTF-8
+            raise ValueError(f"{self.path}: not a JSON caption file: {error}") from error
         require_fields(self.path, {"images": "images"}, data if isinstance(data, dict) else ())
         if "annotations" in data:
             if split is not None:
@@ -54,15 +57,28 @@ class CocoCaptions(RecordSource):
         super().__init__(samples, on_error, max_pixels)
 
     def _coco(self, data: dict[str, Any]) -> list[RawSample | BadSampleError]:
+        """One sample per image; and, for each image id that annotations name but no image
+        has, a bad field (its captions have no image to go with)."""
         captions: dict[object, list[object]] = {}
-        for annotation in data["annotations"]:
-            captions.setdefault(annotation.get("image_id"), []).append(annotation.get("caption"))
-        return [
+        first_annotation: dict[object, int] = {}
+        for index, annotation in enumerate(data["annotations"]):
+            image_id = annotation.get("image_id")
+            captions.setdefault(image_id, []).append(annotation.get("caption"))
+            first_annotation.setdefault(image_id, index)
+        samples = [
             self._sample(
                 i, entry, entry.get("file_name"), entry.get("id"), captions.get(entry.get("id"), [])
             )
             for i, entry in enumerate(data["images"])
         ]
+        image_ids = {entry.get("id") for entry in data["images"]}
+        for image_id, orphans in captions.items():
+            if image_id in image_ids:
+                continue
+            where = f"{self.path}:annotations[{first_annotation[image_id]}]"
+            detail = f"image_id {image_id!r} of {len(orphans)} captions matches no image"
+            samples.append(BadSampleError("bad_field", where, detail))
+        return samples
 
     def _karpathy(
         self, data: dict[str, Any], splits: Sequence[str] | None

@@ -2,7 +2,7 @@
 
 Real crawls are full of truncated downloads, HTML saved as ``.jpg``, decompression
 bombs and mis-encoded text. Each check here raises ``BadSampleError`` with one of
-``SKIP_REASONS`` so the caller can skip-and-count or fail fast; nothing is padded,
+``RECORD_SKIP_REASONS`` so the caller can skip-and-count or fail fast; nothing is padded,
 guessed or silently repaired.
 """
 
@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageFile
 
 from vlp.datamodules.records import BadSampleError
@@ -51,13 +52,32 @@ def decode_image(source: ImageSource, key: str, max_pixels: int = MAX_PIXELS) ->
                         "too_large", key, f"{width}x{height} > max_pixels={max_pixels}"
                     )
                 image.load()  # decode every pixel now, so truncation fails here
-                return image.convert("RGB")
+                return to_rgb(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise BadSampleError("too_large", key, str(error)) from error
     except BadSampleError:
         raise
     except Exception as error:  # PIL's plugins raise many types on malformed input
         raise BadSampleError("corrupt", key, f"{type(error).__name__}: {error}") from error
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as 8-bit RGB, with wide grayscale scaled to 8 bits first.
+
+    PIL's ``convert("RGB")`` clips wide samples to 0..255, so a 16-bit grayscale PNG
+    (almost every value above 255) would come out white. The scaling keeps 0 black and
+    the format's full scale white: ``I;16`` samples are divided by 257 (65535 → 255);
+    ``I`` (32-bit integers, as PIL reads 16-bit grayscale from some files) is taken to
+    hold 16-bit samples, so it is clipped to 0..65535 first; ``F`` (32-bit floats) is
+    taken to hold 0..1, the convention of float images, and clipped to it.
+    """
+    if image.mode.startswith("I;16") or image.mode == "I":
+        samples = np.clip(np.asarray(image, dtype=np.float64), 0, 65535) / 257
+    elif image.mode == "F":
+        samples = np.clip(np.asarray(image, dtype=np.float64), 0, 1) * 255
+    else:
+        return image.convert("RGB")
+    return Image.fromarray(np.round(samples).astype(np.uint8), "L").convert("RGB")
 
 
 def decode_caption(raw: object, key: str) -> str:

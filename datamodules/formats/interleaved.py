@@ -11,8 +11,8 @@ Two layouts are read:
 
 Image paths are relative to ``image_root`` (default: the file's folder). Documents keep
 at most ``max_media`` images (the first ones; the text from the next image on is cut).
-A document with no image, or with an image that cannot be decoded, is skipped and
-counted (or raises, with ``on_error="raise"``).
+A document with no image, with text or a path that is not valid UTF-8, or with an image
+that cannot be decoded, is skipped and counted (or raises, with ``on_error="raise"``).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class InterleavedJsonl(MediaTextSource):
         self.on_error = check_on_error(on_error)
         self.max_pixels = max_pixels
         self.documents: list[RawLayout | BadSampleError] = []
-        with open(self.path, encoding="utf-8") as lines:
+        with open(self.path, "rb") as lines:
             for number, line in enumerate(lines, start=1):
                 if line.strip():
                     self.documents.append(self._parse(line, f"{self.path}:{number}"))
@@ -71,12 +71,20 @@ class InterleavedJsonl(MediaTextSource):
             return SkippedRecord(error.reason, error.key)
         return MediaTextRecord(segments, interleaved=True, key=key)
 
-    def _parse(self, line: str, key: str) -> RawLayout | BadSampleError:
+    def _parse(self, line: bytes, key: str) -> RawLayout | BadSampleError:
+        # as in JsonlManifest: bad bytes in a text are the line's bad_encoding, not its
+        # bad JSON, and cost only this document
+        text = line.decode("utf-8-sig", errors="surrogateescape")
         try:
-            row = json.loads(line)
+            row = json.loads(text)
             layout = mmc4_layout(row) if "text_list" in row else obelics_layout(row)
         except (json.JSONDecodeError, TypeError, KeyError, ValueError, AttributeError) as error:
             return BadSampleError("bad_field", key, f"{type(error).__name__}: {error}")
+        try:
+            for part in layout:
+                str(part).encode("utf-8")
+        except UnicodeEncodeError as error:  # undecodable bytes, or a JSON "\ud800" escape
+            return BadSampleError("bad_encoding", key, str(error))
         kept: RawLayout = []
         images = 0
         for part in layout:

@@ -52,7 +52,7 @@ class _Manifest(RecordSource):
         fields = _Fields(image_field, caption_field, image_id_field, label_field, meta_field)
         found, rows = self.read_rows(self.path)
         require_fields(self.path, {"image": image_field, "caption": caption_field}, found)
-        samples = (_to_sample(row, key, fields, self.image_root) for key, row in rows)
+        samples = ((key, _to_sample(row, key, fields, self.image_root)) for key, row in rows)
         super().__init__(group_rows(samples), on_error, max_pixels)
 
     @staticmethod
@@ -94,9 +94,15 @@ class CsvManifest(_Manifest):
 
     @staticmethod
     def read_rows(path: Path) -> tuple[set[str], list[Row]]:
+        """A malformed file (a field past ``csv.field_size_limit()``, a stray NUL) raises,
+        naming the line: the reader cannot tell where the next row starts."""
         with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as file:
             reader = csv.DictReader(file)
-            rows: list[Row] = [(f"{path}:{reader.line_num}", row) for row in reader]
+            try:
+                rows: list[Row] = [(f"{path}:{reader.line_num}", row) for row in reader]
+            except csv.Error as error:  # DictReader's own line_num is the last good row's
+                line = reader.reader.line_num
+                raise ValueError(f"{path}:{line}: not readable as CSV: {error}") from error
             return set(reader.fieldnames or ()), rows
 
 
@@ -120,16 +126,30 @@ def _to_sample(
     )
 
 
-def group_rows(rows: Iterable[RawSample | BadSampleError]) -> list[RawSample | BadSampleError]:
-    """Merge rows of the same image id, in first-seen order; bad rows stay single."""
-    groups: dict[int, list[RawSample]] = {}
+def group_rows(
+    rows: Iterable[tuple[str, RawSample | BadSampleError]],
+) -> list[RawSample | BadSampleError]:
+    """Merge the ``(row key, sample)`` rows of one image id, in first-seen order.
+
+    Bad rows stay single. So does a row whose id an earlier row gave to another image,
+    as a bad field: merged, one of the two images would be lost and get the other's
+    captions.
+    """
+    groups: dict[int, tuple[str, list[RawSample]]] = {}  # id → its first row's key, its rows
     order: list[int | BadSampleError] = []
-    for row in rows:
+    for where, row in rows:
         if isinstance(row, BadSampleError):
             order.append(row)
+        elif row.image_id not in groups:
+            groups[row.image_id] = (where, [row])
+            order.append(row.image_id)
         else:
-            if row.image_id not in groups:
-                groups[row.image_id] = []
-                order.append(row.image_id)
-            groups[row.image_id].append(row)
-    return [merge(groups[entry]) if isinstance(entry, int) else entry for entry in order]
+            first_key, group = groups[row.image_id]
+            if row.image == group[0].image:
+                group.append(row)
+            else:
+                detail = (
+                    f"image_id {row.image_id} is {group[0].image} at {first_key}, here {row.image}"
+                )
+                order.append(BadSampleError("bad_field", where, detail))
+    return [merge(groups[entry][1]) if isinstance(entry, int) else entry for entry in order]

@@ -33,8 +33,9 @@ class RawSample:
 def merge(rows: Sequence[RawSample]) -> RawSample:
     """Several rows of one image as one sample: captions in row order.
 
-    The first row decides the image and key; a label or meta is taken from the
-    first row that has one, since manifests often fill them on one row only.
+    The first row decides the image and key (manifests keep a row that names another
+    image out, as a bad field: ``group_rows``); a label or meta is taken from the first
+    row that has one, since manifests often fill them on one row only.
     """
     first = rows[0]
     label = next((row.label for row in rows if row.label != NO_LABEL), NO_LABEL)

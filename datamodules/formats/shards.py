@@ -2,7 +2,10 @@
 
 A sample is the tar members sharing a key: ``{key}.jpg|jpeg|png|webp``, a
 ``{key}.txt`` caption and an optional ``{key}.json`` whose ``captions`` (a list,
-overriding the .txt), ``image_id``, ``label`` and ``meta`` are used. The
+overriding the .txt), ``image_id``, ``label`` and ``meta`` are used. Without an
+``image_id`` the id is a hash of the shard's URL, as listed in ``urls``, and the key:
+the same in every epoch, rank and worker, and apart for two datasets whose keys
+repeat (img2dataset numbers every dataset from 000000000). The
 ``webdataset`` library opens shards and groups members; the split across ranks
 and workers is ours (see ``split.py``) so that nothing is read twice or dropped.
 """
@@ -19,7 +22,7 @@ from typing import IO, Any
 from torch.utils.data import IterableDataset, get_worker_info
 from webdataset.gopen import gopen
 from webdataset.shardlists import expand_urls
-from webdataset.tariterators import group_by_keys
+from webdataset.tariterators import base_plus_ext, group_by_keys
 
 from vlp.datamodules.formats.decode import MAX_PIXELS
 from vlp.datamodules.formats.fields import parse_entry
@@ -117,36 +120,69 @@ def _shard_entries(url: str) -> Iterator[Entry]:
     """A shard's samples; an unreadable shard ends with one error entry.
 
     The error is yielded at the point where reading stopped, so every consumer
-    sees it at the same stream position and exactly one of them reports it.
+    sees it at the same stream position and exactly one of them reports it. The
+    samples read whole before it are kept: the one ``group_by_keys`` still held when
+    reading stopped too, unless reading stopped inside it or it lacks an image or
+    captions (its members may have been cut off; the shard's error counts it).
     """
     try:
         stream = gopen(url)
     except OSError as error:
         yield BadSampleError("missing", url, str(error))
         return
+    members = TarMembers(url, stream)
     try:
         with stream:
-            yield from group_by_keys(_tar_members(url, stream))
-    except (tarfile.TarError, OSError, EOFError, ValueError) as error:
+            for sample in group_by_keys(members):
+                if members.error is None or _complete(sample, members.cut_key):
+                    yield sample
+    except (OSError, ValueError) as error:  # closing a pipe; a member twice in one sample
         yield BadSampleError("corrupt", url, str(error))
+        return
+    if members.error is not None:
+        yield BadSampleError("corrupt", url, str(members.error))
 
 
-def _tar_members(url: str, stream: IO[bytes]) -> Iterator[dict[str, Any]]:
-    """Regular files in a tar stream, as ``group_by_keys`` wants them.
+class TarMembers:
+    """Regular files in a tar stream, as ``group_by_keys`` wants them, until the first
+    error: ``error`` keeps it and ``cut_key`` the key of the member whose data it cut
+    (None when it cut a header, or after the last member).
 
     ``tarfile`` ends quietly when a file is cut at a header boundary, which would
     drop the rest of a truncated shard unnoticed; a well-formed tar always has
     data after its first end-of-archive block, so a stream that ends right
     after the last member is reported as truncated.
     """
-    with tarfile.open(fileobj=stream, mode="r|*") as tar:
-        for info in tar:
-            if info.isreg():
-                member = tar.extractfile(info)
-                yield {"fname": info.name, "data": member.read() if member else b"", "__url__": url}
-            tar.members = []  # streaming: do not keep every header of a large shard
-        if not tar.fileobj.read(1):
-            raise tarfile.ReadError("no end-of-archive marker; the shard is truncated")
+
+    def __init__(self, url: str, stream: IO[bytes]) -> None:
+        self.url = url
+        self.stream = stream
+        self.error: Exception | None = None
+        self.cut_key: str | None = None
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        try:
+            with tarfile.open(fileobj=self.stream, mode="r|*") as tar:
+                for info in tar:
+                    if info.isreg():
+                        self.cut_key = base_plus_ext(info.name)[0]
+                        member = tar.extractfile(info)
+                        data = member.read() if member else b""
+                        self.cut_key = None
+                        yield {"fname": info.name, "data": data, "__url__": self.url}
+                    tar.members = []  # streaming: do not keep every header of a large shard
+                if not tar.fileobj.read(1):
+                    raise tarfile.ReadError("no end-of-archive marker; the shard is truncated")
+        except (tarfile.TarError, OSError, EOFError) as error:
+            self.error = error
+
+
+def _complete(sample: dict[str, Any], cut_key: str | None) -> bool:
+    """Whether the sample held when a shard's reading stopped is whole enough to use."""
+    if sample["__key__"] == cut_key:
+        return False
+    raw = _to_sample(sample)
+    return isinstance(raw, RawSample) and bool(raw.captions)
 
 
 def _to_sample(entry: Entry) -> RawSample | BadSampleError:
@@ -168,7 +204,7 @@ def _to_sample(entry: Entry) -> RawSample | BadSampleError:
         image_id=info.get("image_id"),
         label=info.get("label"),
         meta=info.get("meta"),
-        id_fallback=entry["__key__"],
+        id_fallback=key,  # the shard's URL too: img2dataset starts every dataset at key 0
         key=key,
         where=key,
     )

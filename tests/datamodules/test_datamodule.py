@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from tests.tiny import TINY_TEXT
+from vlp.datamodules import lockstep
 from vlp.datamodules.collate import Collate
 from vlp.datamodules.datamodule import EvalShardSampler, VLPDataModule
 from vlp.datamodules.formats.writers import FORMATS, open_written, write_records
-from vlp.datamodules.records import SkippedRecord
+from vlp.datamodules.records import SKIP_REASONS, SkippedRecord
 from vlp.datamodules.samples import Sample, hard_negative_texts, probe_attributes
 from vlp.datamodules.synthetic import SyntheticScenes
 from vlp.encoders import TextEncoder
@@ -71,7 +72,9 @@ def test_collate_counts_skipped_records_and_dropped_captions(tokenize) -> None:
         [sample, SkippedRecord("corrupt", "a.png"), SkippedRecord("corrupt", "b.png")]
     )
     assert batch["images"].shape == (1, 3, 4, 4)
-    assert batch["skipped"] == Counter({"corrupt": 2, "empty_caption": 2})
+    # a dropped caption is no dropped image: the two are counted apart
+    assert batch["skipped"] == Counter({"corrupt": 2, "caption_empty_caption": 2})
+    assert set(batch["skipped"]) <= set(SKIP_REASONS)  # the reasons the module logs
 
 
 def test_evaluation_keeps_every_caption_linked_to_its_image(tokenize) -> None:
@@ -196,3 +199,21 @@ def test_second_view_is_built_only_when_an_objective_needs_it(tokenize) -> None:
     batch = next(iter(tcl.train_dataloader()))
     assert batch["images_aug"].shape == batch["images"].shape
     assert not torch.equal(batch["images_aug"], batch["images"])
+
+
+def test_a_reloaded_streamed_loader_counts_only_its_own_dropped_batches(
+    tokenize, tmp_path: Path, monkeypatch
+) -> None:
+    """With ``reload_dataloaders_every_n_epochs`` each epoch gets a new loader: the counts of
+    the loaders made before it are no longer this epoch's."""
+    scenes = SyntheticScenes("train", num_images=8, image_size=32, captions_per_image=1)
+    shards = write_records((scenes[i] for i in range(8)), tmp_path, "webdataset", shard_size=8)
+    data = VLPDataModule(train=open_written(shards, "webdataset"), batch_size=2, num_workers=0,
+                         image_size=32, tokenize=tokenize)  # fmt: skip
+    agreements = iter([False])  # as if another rank had 1 batch: this rank drops its other 3
+    monkeypatch.setattr(lockstep, "any_rank", lambda flag, device: next(agreements, True))
+    assert len(list(data.train_dataloader())) == 1
+    assert data.dropped_batches == 3
+    monkeypatch.undo()
+    assert len(list(data.train_dataloader())) == 4
+    assert data.dropped_batches == 0

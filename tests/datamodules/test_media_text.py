@@ -1,4 +1,5 @@
-"""Collating documents and clips: media in document order, zero padding, counts, LM fields."""
+"""Collating documents and clips: media in document order, zero padding, counts, LM fields;
+a batch of only bad documents is skipped in training, not a crash."""
 
 from __future__ import annotations
 
@@ -7,8 +8,16 @@ import torch
 from PIL import Image
 from transformers import AutoTokenizer
 
+from tests.objectives.flamingo_tiny import tiny_data, tiny_flamingo, tiny_model
+from tests.tiny import quiet_trainer
 from vlp.datamodules.lm_text import LMTokenize
-from vlp.datamodules.media_text import MediaTextCollate, MediaTextRecord, to_media_sample
+from vlp.datamodules.media_text import (
+    MediaTextCollate,
+    MediaTextRecord,
+    MediaTextSource,
+    to_media_sample,
+)
+from vlp.datamodules.mixture import batch_rows
 from vlp.datamodules.records import SkippedRecord
 from vlp.datamodules.synthetic.media_text import SyntheticClips, SyntheticDocuments
 from vlp.encoders.text import MINILM
@@ -64,6 +73,38 @@ def test_images_and_clips_in_one_batch_are_refused(collate):
     clip = to_media_sample(MediaTextRecord(((grey(1), grey(2)), "b"), False), first_pixel)
     with pytest.raises(ValueError, match="mixture"):
         collate([image, clip])
+
+
+def test_a_batch_of_only_bad_documents_is_empty_and_counts_them(collate):
+    batch = collate([SkippedRecord("corrupt", "a.png"), SkippedRecord("missing", "b.png")])
+    assert batch_rows(batch) == 0  # what the module reads to skip the step
+    assert batch["skipped"] == {"corrupt": 1, "missing": 1}
+
+
+class FirstDocumentsBad(MediaTextSource):
+    """Synthetic documents whose first ``bad`` ones are unreadable."""
+
+    def __init__(self, bad: int) -> None:
+        self.documents = SyntheticDocuments("train", 4, image_size=32, max_scenes=2)
+        self.bad = bad
+
+    def __len__(self) -> int:
+        return len(self.documents)
+
+    def __getitem__(self, index: int) -> MediaTextRecord | SkippedRecord:
+        return (
+            SkippedRecord("corrupt", f"doc{index}") if index < self.bad else self.documents[index]
+        )
+
+
+def test_training_skips_a_batch_of_only_bad_documents_and_counts_them():
+    model = tiny_model([tiny_flamingo()])
+    data = tiny_data(model, train=FirstDocumentsBad(bad=2), batch_size=2, shuffle=False)
+    trainer = quiet_trainer(max_epochs=1)
+    trainer.fit(model, data)
+    metrics = trainer.callback_metrics
+    assert metrics["data/skipped_steps"] == 1 and metrics["data/skipped_corrupt"] == 2
+    assert "train/flamingo/lm_loss" in metrics  # the second batch trained
 
 
 def test_synthetic_documents_put_each_image_before_its_sentence_and_clips_move():

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -144,3 +146,30 @@ def test_on_error_must_be_skip_or_raise(image_dir):
     (image_dir / "m.jsonl").write_text(json.dumps({"image": "good.png", "caption": "ok"}))
     with pytest.raises(ValueError, match="on_error"):
         JsonlManifest(image_dir / "m.jsonl", on_error="ignore")
+
+
+@pytest.mark.parametrize(
+    ("samples", "mode", "fmt"),
+    [
+        (np.array([[0, 257 * 128, 65535]], dtype=np.uint16), None, "PNG"),  # I;16
+        (np.array([[0, 257 * 128, 65535, 70000, -5]], dtype=np.int32), "I", "TIFF"),
+        (np.array([[0.0, 128 / 255, 1.0, 2.0, -1.0]], dtype=np.float32), "F", "TIFF"),
+    ],
+    ids=["I;16", "I", "F"],
+)
+def test_wide_grayscale_is_scaled_to_8_bits_not_clipped_to_white(samples, mode, fmt):
+    """Black, mid grey and full scale of each mode become 0, 128 and 255; values beyond
+    its range are clipped to them."""
+    buffer = io.BytesIO()
+    Image.fromarray(samples, mode).save(buffer, format=fmt)
+    image = decode_image(buffer.getvalue(), "wide")
+    assert image.mode == "RGB"
+    expected = [0, 128, 255, 255, 0][: samples.shape[1]]
+    assert np.asarray(image)[0].tolist() == [[v, v, v] for v in expected]
+
+
+def test_a_csv_field_past_the_size_limit_names_its_file_and_line(image_dir):
+    long_caption = "a" * (csv.field_size_limit() + 1)
+    (image_dir / "m.csv").write_text(f"image,caption\ngood.png,ok\ngood.png,{long_caption}\n")
+    with pytest.raises(ValueError, match=rf"{re.escape(str(image_dir / 'm.csv'))}:3: .*limit"):
+        CsvManifest(image_dir / "m.csv")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import datasets
 import numpy as np
@@ -13,7 +14,13 @@ from PIL import Image
 from vlp.datamodules.formats.coco import CocoCaptions
 from vlp.datamodules.formats.hf import HFDiskDataset
 from vlp.datamodules.formats.manifest import CsvManifest, JsonlManifest
-from vlp.datamodules.records import NO_LABEL, ImageTextRecord, SkippedRecord, stable_id
+from vlp.datamodules.records import (
+    NO_LABEL,
+    BadSampleError,
+    ImageTextRecord,
+    SkippedRecord,
+    stable_id,
+)
 
 
 def save_png(path, value: int) -> None:
@@ -56,6 +63,22 @@ def test_jsonl_groups_by_id_and_hashes_string_ids(images):
         (("first", "second"), stable_id("scene-a"), NO_LABEL),
         (("b1", "b2"), 4, NO_LABEL),
     ]
+
+
+def test_a_row_giving_an_earlier_rows_id_to_another_image_is_a_bad_field(images):
+    rows = [
+        {"image": "a.png", "caption": "a one", "image_id": 5},
+        {"image": "b.png", "caption": "b one", "image_id": 5},
+        {"image": "a.png", "caption": "a two", "image_id": 5},
+    ]
+    path = images / "m.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    record, conflict = JsonlManifest(path)
+    assert (record.captions, record.image_id) == (("a one", "a two"), 5)
+    assert record.image.getpixel((0, 0)) == (10, 10, 10)  # a.png's pixels
+    assert conflict == SkippedRecord("bad_field", f"{path}:2")
+    with pytest.raises(BadSampleError, match=rf"{re.escape(str(path))}:2: bad_field.*b\.png"):
+        JsonlManifest(path, on_error="raise")[1]
 
 
 def test_image_root_overrides_manifest_folder(images, tmp_path_factory):
@@ -106,6 +129,28 @@ def test_coco_captions_group_annotations_per_image(images):
     ]
     with pytest.raises(ValueError, match="one split"):
         CocoCaptions(images / "captions.json", images, split="train")
+
+
+def test_coco_annotations_of_no_listed_image_are_counted(images):
+    data = {
+        "images": [{"id": 42, "file_name": "a.png"}],
+        "annotations": [
+            {"id": 1, "image_id": 42, "caption": "a only"},
+            {"id": 2, "image_id": 9, "caption": "lost one"},
+            {"id": 3, "image_id": 9, "caption": "lost two"},
+        ],
+    }
+    path = images / "captions.json"
+    path.write_text(json.dumps(data))
+    record, orphans = CocoCaptions(path, images)
+    assert record.captions == ("a only",)
+    assert orphans == SkippedRecord("bad_field", f"{path}:annotations[1]")
+
+
+def test_a_caption_file_that_is_not_json_names_the_file(images):
+    (images / "broken.json").write_text('{"images": [')
+    with pytest.raises(ValueError, match=r"broken\.json"):
+        CocoCaptions(images / "broken.json", images)
 
 
 def test_karpathy_split_filter(images):

@@ -7,6 +7,7 @@ import tarfile
 from collections import Counter
 
 import pytest
+from PIL import Image
 from torch.utils.data import DataLoader
 
 from vlp.datamodules.formats.shards import WebDatasetShards
@@ -108,3 +109,64 @@ def test_bad_member_and_bad_shards_are_counted_skips(make_records, tmp_path):
 
     with pytest.raises(BadSampleError, match="zzz"):
         list(WebDatasetShards(urls, on_error="raise"))
+
+
+def cut_at(shard, member: str, where: str) -> int:
+    """A byte offset in ``shard``: the start of ``member``'s header, the middle of its data,
+    or the end of its data (with the tar padding, but before the end-of-archive blocks)."""
+    with tarfile.open(shard) as tar:
+        info = tar.getmember(member)
+    padded = -(-info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+    return {"header": info.offset, "data": info.offset_data + info.size // 2,
+            "end": info.offset_data + padded}[where]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("member", "where", "kept"),
+    [
+        ("000000002.json", "header", 2),  # cut between samples 1 and 2
+        ("000000001.png", "data", 1),  # cut inside sample 1: it is not used
+        ("000000002.txt", "end", 3),  # cut after the last sample's last member
+    ],
+)
+def test_a_truncated_shard_keeps_its_whole_samples_and_counts_the_cut_once(
+    make_records, tmp_path, member, where, kept
+):
+    records = make_records(3)
+    write_records(records, tmp_path, "webdataset", shard_size=10)
+    shard = tmp_path / "shard-000000.tar"
+    truncated = tmp_path / "truncated.tar"
+    truncated.write_bytes(shard.read_bytes()[: cut_at(shard, member, where)])
+    items = list(WebDatasetShards(str(truncated)))
+    assert [r.image_id for r in items[:-1]] == [r.image_id for r in records[:kept]]
+    assert items[-1] == SkippedRecord("corrupt", str(truncated))
+
+
+def write_img2dataset_shard(folder, captions: list[str]) -> str:
+    """A shard as img2dataset writes one: keys from 000000000, no image id anywhere."""
+    folder.mkdir()
+    shard = folder / "shard-000000.tar"
+    with tarfile.open(shard, "w") as tar:
+        for index, caption in enumerate(captions):
+            buffer = io.BytesIO()
+            Image.new("RGB", (2, 2)).save(buffer, format="PNG")
+            for suffix, data in (("png", buffer.getvalue()), ("txt", caption.encode())):
+                info = tarfile.TarInfo(f"{index:09d}.{suffix}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return str(shard)
+
+
+def test_samples_without_an_id_get_one_per_shard_set_the_same_everywhere(tmp_path):
+    urls = [write_img2dataset_shard(tmp_path / name, [f"{name} 0", f"{name} 1"])
+            for name in ("first", "second")]  # fmt: skip
+
+    def ids(records) -> dict[str, int]:
+        return {r.captions[0]: r.image_id for r in records}
+
+    plain = ids(WebDatasetShards(urls))
+    assert len(set(plain.values())) == 4  # both datasets' key 000000000 and 000000001
+    shuffled = WebDatasetShards(urls, shuffle_shards=True, seed=1)
+    shuffled.set_epoch(1)
+    assert ids(shuffled) == plain
+    assert ids(r for c in consumers(2, 2) for r in WebDatasetShards(urls).iter_as(c)) == plain

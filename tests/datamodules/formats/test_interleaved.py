@@ -68,3 +68,25 @@ def test_bad_documents_are_skipped_with_their_reason_or_raise(tmp_path):
     assert reasons == ["bad_field", "missing", "bad_field", "bad_field", "ok"]
     with pytest.raises(BadSampleError, match="missing"):
         InterleavedJsonl(path, on_error="raise")[1]
+
+
+def test_text_that_is_not_utf8_is_a_bad_encoding_naming_its_line(tmp_path):
+    write_images(tmp_path, [10])
+    good = json.dumps({"texts": [None, "ok"], "images": ["10.png", None]}).encode()
+    lines = [
+        good,
+        good.replace(b'"ok"', b'"caf\xe9"'),  # latin-1, not UTF-8
+        good.replace(b'"ok"', b'"\\ud800"'),  # a lone surrogate, escaped in the JSON
+        good,
+    ]
+    path = tmp_path / "docs.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    source = InterleavedJsonl(path)
+    assert [r if isinstance(r, SkippedRecord) else layout(r) for r in source] == [
+        [10, "ok"],
+        SkippedRecord("bad_encoding", f"{path}:2"),
+        SkippedRecord("bad_encoding", f"{path}:3"),
+        [10, "ok"],
+    ]
+    with pytest.raises(BadSampleError, match=f"{path}:2: bad_encoding"):
+        InterleavedJsonl(path, on_error="raise")[1]
