@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from vlp.teachers import EMATeacher
+
 
 def checkpoint_weights(checkpoint_path: str, prefix: str = "") -> dict[str, Tensor]:
     """The weights under ``prefix`` in a vlp (Lightning) checkpoint, with the prefix removed."""
@@ -37,4 +39,15 @@ def init_from_checkpoint(
     if reshaped:
         raise ValueError(f"{checkpoint_path}: shapes differ: {'; '.join(reshaped)}")
     model.load_state_dict(found, strict=False)
-    return sorted(set(own) - set(found))
+    anew = sorted(set(own) - set(found))
+    restart_teachers(model, anew)
+    return anew
+
+
+def restart_teachers(model: nn.Module, anew: list[str]) -> None:
+    """EMA copies the checkpoint lacked copy their loaded online modules again: an ITC run
+    starting ALBEF has ``image_proj`` but no ``image_proj_m``, which must not stay a copy of
+    the random projection."""
+    for name, module in model.named_modules():
+        if isinstance(module, EMATeacher) and any(k.startswith(f"{name}.module.") for k in anew):
+            module.restart()

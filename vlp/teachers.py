@@ -92,6 +92,11 @@ class EMATeacher(nn.Module):
         return super().train(mode and self.dropout)
 
     @torch.no_grad()
+    def restart(self) -> None:
+        """Copy the online module again, as at construction (its weights were replaced)."""
+        self.module.load_state_dict(self._source.state_dict())
+
+    @torch.no_grad()
     def update(self) -> None:
         source: nn.Module = self._source
         decay = self.schedule(int(self.updates))
