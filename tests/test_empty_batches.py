@@ -37,6 +37,16 @@ def test_training_skips_an_all_corrupt_batch_and_evaluation_still_counts(tmp_pat
     assert metrics["val/retrieval/i2t_r1"] == 1.0 and metrics["val/data/skipped_missing"] == 0
 
 
+def test_an_accumulation_window_ending_in_an_empty_batch_still_steps(tmp_path: Path) -> None:
+    """Batches 0 and 1 accumulate into one step; batch 1 lost every sample: the step
+    applies batch 0's gradient rather than dropping the window."""
+    result = fit(1, tmp_path / "fit", corrupt=(2, 3), accumulate=2)
+    start, after_first, after_window, *_ = result["checksums"]
+    assert after_first == start  # inside the window: no step yet
+    assert after_window != start
+    assert result["metrics"]["data/skipped_steps"] == 1
+
+
 def test_prediction_writer_leaves_out_empty_batches() -> None:
     assert _batches([{"x": torch.ones(1)}, {}]) == [{"x": torch.ones(1)}]
     assert _batches([[{}], [{"y": 1}]]) == []

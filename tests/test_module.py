@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -11,6 +12,7 @@ from lightning.pytorch import Callback
 
 from tests.tiny import TINY_TEXT, TINY_VISION, quiet_trainer, tiny_data
 from vlp.datamodules.datamodule import VLPDataModule
+from vlp.datamodules.formats.writers import open_written, write_records
 from vlp.datamodules.synthetic import SyntheticScenes
 from vlp.encoders import TextEncoder, VisionEncoder
 from vlp.module import VLPModule
@@ -138,6 +140,19 @@ def test_a_dropout_teacher_trains_with_dropout_and_evaluates_without() -> None:
     trainer = quiet_trainer(max_epochs=2, num_sanity_val_steps=0, callbacks=[ReadModes()])
     trainer.fit(model, data)
     assert modes == {"train": {(True, False)}, "validation": {(False, False)}}
+
+
+def test_a_stream_without_max_steps_is_refused_rather_than_decayed_after_one_step(
+    tmp_path: Path,
+) -> None:
+    """Lightning estimates a stream's steps as max_steps (-1 by default): the cosine would
+    reach its floor one step after warm-up."""
+    scenes = SyntheticScenes("train", num_images=4, image_size=32, captions_per_image=1)
+    shards = write_records((scenes[i] for i in range(4)), tmp_path, "webdataset", 4)
+    model = tiny_model([Contrastive(embed_dim=8)])
+    data = tiny_data(open_written(shards, "webdataset"), model.tokenize)
+    with pytest.raises(ValueError, match=r"set trainer\.max_steps"):
+        quiet_trainer(max_epochs=1).fit(model, data)
 
 
 @pytest.mark.parametrize(

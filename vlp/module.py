@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -132,6 +133,8 @@ class VLPModule(LightningModule):
         self.frozen = self._freeze(tuple(freeze)) + self._freeze_all_but_prompts()
         self.lr_multipliers = dict(lr_multipliers or {})
         self.evaluator = Evaluator(self)
+        self._skipping = False  # this training batch is skipped (every rank's decision)
+        self._window_trained = False  # a batch since the last optimizer step was not
 
     def _freeze(self, prefixes: tuple[str, ...]) -> list[nn.Module]:
         modules = [module for name, module in self.named_modules() if name in prefixes]
@@ -266,6 +269,8 @@ class VLPModule(LightningModule):
         seed_step(self.trainer.fit_loop.epoch_loop.total_batch_idx, self.global_rank)
         empty = any(batch_rows(part) == 0 for _, part in mixture_parts(batch))
         self._skipping = any_rank(empty, self.device)
+        # with accumulation, one empty batch in a window of real ones keeps the update
+        self._window_trained = self._window_trained or not self._skipping
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         """One batch, or a mixture's batch of every dataset: Σ_d λ_d · Σ_objectives w·loss,
@@ -279,7 +284,7 @@ class VLPModule(LightningModule):
         """
         parts = mixture_parts(batch)
         self._log_skipped(sum((part.get("skipped", Counter()) for _, part in parts), Counter()))
-        skipping = getattr(self, "_skipping", False)
+        skipping = self._skipping
         self.log("data/skipped_steps", float(skipping), on_step=False, on_epoch=True,
                  reduce_fx="sum", batch_size=1)  # fmt: skip
         if skipping:
@@ -346,10 +351,12 @@ class VLPModule(LightningModule):
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         """Teachers move once per optimizer step, after it, from the updated online weights.
 
-        A skipped step runs only the closure (forward and backward, for DDP's collectives):
-        no update, so AdamW's decay and momentum do not move weights on a step without data.
+        A step whose batches (every batch of an accumulation window) were all skipped runs
+        only the closure (forward and backward, for DDP's collectives): no update, so AdamW's
+        decay and momentum do not move weights on a step without data.
         """
-        if getattr(self, "_skipping", False):
+        trained, self._window_trained = self._window_trained, False
+        if not trained:
             kwargs.get("optimizer_closure", args[-1] if args else None)()
             return
         super().optimizer_step(*args, **kwargs)
@@ -399,10 +406,15 @@ class VLPModule(LightningModule):
             parameter_groups(self.named_parameters(), self.lr_multipliers)
         )
         apply_lr_multipliers(optimizer)
+        total_steps = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total_steps) or total_steps < 1:
+            raise ValueError(
+                "the learning-rate schedule needs the run's length in optimizer steps: set "
+                "trainer.max_steps (a streamed dataset has no length, so max_epochs cannot "
+                "give it)"
+            )
         factor = warmup_cosine(
-            self.schedule.warmup_steps,
-            int(self.trainer.estimated_stepping_batches),
-            self.schedule.min_lr_ratio,
+            self.schedule.warmup_steps, int(total_steps), self.schedule.min_lr_ratio
         )
         return {
             "optimizer": optimizer,

@@ -178,7 +178,7 @@ def test_fit_logs_the_samples_of_short_batches_each_epoch(tmp_path: Path) -> Non
     )
     data = tiny_data(open_written(shards, "webdataset"), model.tokenize)
     data.batch_size = 2
-    trainer = quiet_trainer(max_epochs=2)
+    trainer = quiet_trainer(max_epochs=2, max_steps=4)  # a stream's length is unknown
     trainer.fit(model, data)
     assert trainer.global_step == 4
     assert trainer.callback_metrics["data/dropped_tail_samples"] == 1

@@ -58,7 +58,11 @@ class Checksums(Callback):
 
 
 def main(
-    devices: int, out: Path, strategy: str = "ddp", corrupt: tuple[int, ...] = CORRUPT
+    devices: int,
+    out: Path,
+    strategy: str = "ddp",
+    corrupt: tuple[int, ...] = CORRUPT,
+    accumulate: int = 1,
 ) -> dict:
     seed_everything(0)
     model = VLPModule(
@@ -82,6 +86,7 @@ def main(
         strategy=STRATEGIES[strategy](devices) if devices > 1 else "auto",
         max_epochs=1,
         num_sanity_val_steps=0,
+        accumulate_grad_batches=accumulate,
         callbacks=[checksums],
     )
     trainer.fit(model, data)
