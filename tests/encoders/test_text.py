@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
+from transformers import AutoTokenizer
 
+from tests.tiny import TINY_TEXT
 from vlp.encoders import TextEncoder
 from vlp.encoders.text import MINILM
 from vlp.paths import resolve_model_path
@@ -73,3 +77,14 @@ def test_ffn_modules_give_each_layers_ffn_output_before_residual_and_norm(tiny_t
         assert torch.allclose(ffn, expected, atol=1e-5)
         assert torch.allclose(layer.output.LayerNorm(ffn + attended), hidden, atol=1e-5)
         x = hidden
+
+
+def test_a_tokenizer_saved_to_pad_left_pads_right(tmp_path: Path) -> None:
+    """[CLS] pooling and the fusion encoder read position 0 as the caption's first token."""
+    saved = AutoTokenizer.from_pretrained(resolve_model_path(MINILM))
+    saved.padding_side = "left"
+    saved.save_pretrained(tmp_path)
+    encoder = TextEncoder(config=TINY_TEXT, tokenizer=str(tmp_path), max_length=16)
+    batch = encoder.tokenize(["a circle", "a small red circle left of a blue square"])
+    assert (batch["text_ids"][:, 0] == saved.cls_token_id).all()
+    assert batch["text_mask"][0, 0] == 1 and batch["text_mask"][0, -1] == 0

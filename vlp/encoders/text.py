@@ -59,6 +59,9 @@ class TextEncoder(nn.Module):
         tokenizer_ = AutoTokenizer.from_pretrained(
             resolve_model_path(tokenizer or name_or_path), trust_remote_code=trust_remote_code
         )
+        # [CLS] pooling, the fusion encoder and ITM re-ranking read position 0 as the first
+        # token: a tokenizer saved to pad on the left would put padding there
+        tokenizer_.padding_side = "right"
         self.tokenize = Tokenize(tokenizer_, max_length)
         if config is not None:
             sizes = {"vocab_size": len(tokenizer_), **config}
