@@ -15,6 +15,8 @@ from tests.objectives.flamingo_tiny import tiny_data
 from tests.tiny import TINY_TEXT, TINY_VISION
 from vlp.datamodules.synthetic import SyntheticScenes
 from vlp.encoders import FusionConfig, TextEncoder, VisionEncoder
+from vlp.encoding import Encoding
+from vlp.gradient_cache import ChunkedEncoders
 from vlp.module import VLPModule
 from vlp.objectives.base import Objective
 from vlp.objectives.contrastive import Contrastive
@@ -160,3 +162,33 @@ def test_a_chunked_step_runs_under_the_flop_counter() -> None:
     with FlopCounterMode(display=False) as counter:
         module.training_step(batch, 0).backward()
     assert counter.get_total_flops() > 0
+
+
+class BatchNormTower(torch.nn.Module):
+    """A tower with running statistics (BatchNorm): a ResNet's, in miniature."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(3, 4)
+        self.norm = torch.nn.BatchNorm1d(4)
+
+    def forward(self, x: torch.Tensor) -> Encoding:
+        pooled = self.norm(self.linear(x))
+        return Encoding(pooled=pooled, tokens=pooled[:, None])
+
+
+def test_replayed_chunks_leave_running_statistics_as_the_first_pass_left_them() -> None:
+    """The replay runs the same rows again: BatchNorm must count them once."""
+    torch.manual_seed(0)
+    tower, x = BatchNormTower(), torch.randn(4, 3)
+    expected = copy.deepcopy(tower)
+    with torch.no_grad():
+        for chunk in x.split(2):
+            expected(chunk)
+    encoders = ChunkedEncoders(SimpleNamespace(vision=tower, text=BatchNormTower(), fusion=None), 2)
+    loss = encoders.vision(x).pooled.pow(2).sum()
+    encoders.surrogate(loss, tower.parameters()).backward()
+    assert int(tower.norm.num_batches_tracked) == 2
+    torch.testing.assert_close(tower.norm.running_mean, expected.norm.running_mean)
+    torch.testing.assert_close(tower.norm.running_var, expected.norm.running_var)
+    assert tower.linear.weight.grad is not None

@@ -102,7 +102,16 @@ class ChunkedTower:
 
     def replay(self, parameters: list[nn.Parameter], grads: list[Tensor | None]) -> None:
         """Encode every recorded chunk again with autograd and add the parameters' share of
-        ∂L/∂(its outputs) to ``grads``."""
+        ∂L/∂(its outputs) to ``grads``. The tower's buffers (BatchNorm's running statistics)
+        keep the first pass's update: a replay sees the same rows again, not more data."""
+        with torch.no_grad():
+            first_pass = [buffer.clone() for buffer in self.tower.buffers()]
+        self._replay(parameters, grads)
+        with torch.no_grad():
+            for buffer, kept in zip(self.tower.buffers(), first_pass, strict=True):
+                buffer.copy_(kept)
+
+    def _replay(self, parameters: list[nn.Parameter], grads: list[Tensor | None]) -> None:
         for call in self.calls:
             leaves = call.leaves
             if all(leaf.grad is None for leaf in leaves):
