@@ -15,17 +15,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
-from vlp.flamingo.loss import flamingo_labels
-from vlp.flamingo.tokens import END_OF_CHUNK, IMAGE
+from vlp.flamingo.loss import IGNORE, flamingo_labels
+from vlp.flamingo.tokens import END_OF_CHUNK, IMAGE, literal_text
+from vlp.prompting.template import special_tokens
 
 Layout = Sequence[str | None]  # text pieces, and None where a medium stands
 
 
 def format_document(layout: Layout, eos: str = "") -> str:
-    """The LM text of one document; consecutive text pieces are joined by a space."""
+    """The LM text of one document; consecutive text pieces are joined by a space, and
+    tags written in them stay text (:func:`~vlp.flamingo.tokens.literal_text`)."""
     parts: list[str] = []
     media_seen = 0
     previous_was_text = False
@@ -35,7 +38,7 @@ def format_document(layout: Layout, eos: str = "") -> str:
             media_seen += 1
             previous_was_text = False
         elif piece.strip():
-            parts.append((" " if previous_was_text else "") + piece.strip())
+            parts.append((" " if previous_was_text else "") + literal_text(piece.strip()))
             previous_was_text = True
     return "".join(parts) + END_OF_CHUNK + eos
 
@@ -49,7 +52,8 @@ class LMTokenize:
     special tokens are kept (a BOS for Llama, ``[CLS] … [SEP]`` for BERT-style
     vocabularies); its EOS, if it has one, ends every document. Sequences are padded
     on the right and truncated to ``max_length`` tokens, interleaved documents to
-    ``document_max_length`` (OpenFlamingo: 32 and 256).
+    ``document_max_length`` (OpenFlamingo: 32 and 256); a cut row keeps the closing
+    special tokens the tokenizer appends, but they are not targets there.
     """
 
     tokenizer: PreTrainedTokenizerBase
@@ -59,18 +63,37 @@ class LMTokenize:
     def __call__(self, layouts: Sequence[Layout], interleaved: bool) -> dict[str, Tensor]:
         """``interleaved``: documents (MMC4-style label masking) rather than captioned media."""
         texts = [format_document(layout, self.tokenizer.eos_token or "") for layout in layouts]
+        max_length = self.document_max_length if interleaved else self.max_length
         tokens = self.tokenizer(
             texts,
             padding="longest",
             truncation=True,
-            max_length=self.document_max_length if interleaved else self.max_length,
+            max_length=max_length,
             padding_side="right",
             return_tensors="pt",
         )
         ids, mask = tokens["input_ids"], tokens["attention_mask"]
         image_id, end_of_chunk_id = self.tokenizer.convert_tokens_to_ids([IMAGE, END_OF_CHUNK])
         labels = flamingo_labels(ids, mask, image_id, end_of_chunk_id, interleaved)
+        labels = self._no_end_after_a_cut(texts, labels, mask, max_length)
         return {"lm_ids": ids, "lm_mask": mask, "lm_labels": labels}
+
+    def _no_end_after_a_cut(
+        self, texts: list[str], labels: Tensor, mask: Tensor, max_length: int
+    ) -> Tensor:
+        """``labels`` without the tokens the tokenizer appends after a text (BERT's [SEP],
+        the EOS of such LMs) on rows cut at ``max_length``: the text goes on there, so
+        ending it is no target. An EOS written into the text is cut off with it instead."""
+        _, appended = special_tokens(self.tokenizer)
+        if not appended:
+            return labels
+        lengths = torch.tensor(
+            [len(ids) for ids in self.tokenizer(texts, verbose=False)["input_ids"]]
+        )
+        ends = mask.sum(dim=1, keepdim=True)
+        positions = torch.arange(labels.shape[1])
+        is_appended = (positions >= ends - len(appended)) & (positions < ends)
+        return labels.masked_fill(is_appended & (lengths > max_length)[:, None], IGNORE)
 
     def captions(self, captions: Sequence[str]) -> dict[str, Tensor]:
         """Each caption after its one medium: ``<image>caption<|endofchunk|><eos>``."""

@@ -53,7 +53,6 @@ class ResamplerConfig:
     dim_head: int = 64
     ff_mult: int = 4
     num_latents: int = 64
-    max_media: int = 8  # most media per sequence
     max_frames: int = 8  # most frames per clip
 
 
@@ -65,6 +64,7 @@ class CrossAttentionConfig:
     heads: int = 8
     dim_head: int = 64
     ff_mult: int = 4
+    only_attend_immediate_media: bool = True  # False: text attends every image before it
 
 
 class Flamingo(Objective):
@@ -127,7 +127,7 @@ class Flamingo(Objective):
         width = encoders.vision.width
         r, x = self.resampler_config, self.cross_attention
         self.resampler = PerceiverResampler(
-            width, r.depth, r.heads, r.dim_head, r.ff_mult, r.num_latents, r.max_media, r.max_frames
+            width, r.depth, r.heads, r.dim_head, r.ff_mult, r.num_latents, r.max_frames
         )
         tokenizer = AutoTokenizer.from_pretrained(
             resolve_model_path(self.tokenizer_name), trust_remote_code=self.trust_remote_code
@@ -143,6 +143,7 @@ class Flamingo(Objective):
             ff_mult=x.ff_mult,
             freeze_lm=self.freeze_lm,
             train_added_tokens=self.train_added_tokens,
+            only_attend_immediate_media=x.only_attend_immediate_media,
         )
         self.lm_tokenize = LMTokenize(self.lm.tokenizer, self.max_length, self.document_max_length)
         self.train(self.training)
@@ -195,9 +196,9 @@ class Flamingo(Objective):
     def resample_images(self, image_tokens: Tensor) -> Tensor:
         """Each image's patch tokens [M, N, D] on its own → its visual tokens [M, n, D].
 
-        Resampled as the single medium of a pair, as in caption training, so an image's
-        visual tokens do not depend on its place in a prompt and are computed once for
-        every prompt that shows it (OpenFlamingo resamples every image on its own too).
+        The resampler treats every medium alike wherever it sits (as OpenFlamingo's does),
+        so an image's visual tokens do not depend on its place in a prompt and are
+        computed once for every prompt that shows it.
         """
         return self.resampler(image_tokens[:, None, None])[:, 0]
 

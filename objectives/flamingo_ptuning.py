@@ -32,7 +32,7 @@ from transformers import DynamicCache
 
 from vlp.distributed import global_mean
 from vlp.encoders import Encoders
-from vlp.flamingo import END_OF_CHUNK, IMAGE
+from vlp.flamingo import END_OF_CHUNK, IMAGE, literal_fields, literal_text
 from vlp.flamingo.generation import Decoding, generate_from_ids
 from vlp.objectives.flamingo import Flamingo
 from vlp.prompting.deep_prompts import DeepPrompts
@@ -187,11 +187,13 @@ class FlamingoPromptTuning(Flamingo):
         self, task: Task, values: Sequence[dict[str, str]], targets: Sequence[str]
     ) -> PromptedBatch:
         """Filled templates followed by ``target<|endofchunk|><eos>``, as Flamingo's captions
-        end (``LMTokenize``); only the target and what closes it are labelled."""
+        end (``LMTokenize``); only the target and what closes it are labelled. Tags written
+        in the values or targets stay text, as in ``LMTokenize``."""
         tokenizer = self.lm.tokenizer
         end = END_OF_CHUNK + (tokenizer.eos_token or "")
-        texts = [f"{target.strip()}{end}" for target in targets]
-        return self.templates[task].batch(tokenizer, values, texts, padding_side="right")
+        texts = [f"{literal_text(target.strip())}{end}" for target in targets]
+        rows = [literal_fields(row) for row in values]
+        return self.templates[task].batch(tokenizer, rows, texts, padding_side="right")
 
     def prompted_logits(self, task: Task, batch: PromptedBatch, visual: Tensor) -> Tensor:
         """The LM's logits for ``batch`` with the task's prompt vectors at its slots."""
@@ -229,8 +231,9 @@ class FlamingoPromptTuning(Flamingo):
     ) -> list[str]:
         """Continuations of the task's template with the learned prompts, for images
         ``visual`` [B, 1, n, D] (and ``queries``' fields, e.g. each question)."""
+        rows = [literal_fields(query) for query in queries]
         batch = self.templates[task].batch(
-            self.lm.tokenizer, queries, open_end=True, padding_side="left"
+            self.lm.tokenizer, rows, open_end=True, padding_side="left"
         )
         slots = batch.slot_mask.repeat_interleave(decoding.num_beams, dim=0).to(visual.device)
         with self._spliced(task, slots):

@@ -6,9 +6,10 @@ import pytest
 import torch
 from torch import nn
 
+from tests.flamingo.tiny_lm import MEDIA_DIM, tiny_lm
 from tests.tiny import TINY_VISION
 from vlp.encoders import VisionEncoder
-from vlp.flamingo import PerceiverResampler
+from vlp.flamingo import FlamingoLM, PerceiverResampler
 from vlp.optim import apply_lr_multipliers, parameter_groups, warmup_cosine
 
 
@@ -40,15 +41,29 @@ def test_groups_split_decay_and_multipliers() -> None:
     assert settings["pos_embed"] == (1.0, 0.0)
 
 
-def test_resampler_latents_and_time_embeddings_are_not_decayed() -> None:
-    resampler = PerceiverResampler(dim=8, depth=1, heads=2, dim_head=4, num_latents=3)
-    decayed = [
-        p for g in parameter_groups(resampler.named_parameters(), {}) if "weight_decay" not in g
-        for p in g["params"]
-    ]  # fmt: skip
-    for token in (resampler.latents, resampler.media_time, resampler.frame_time):
-        assert all(p is not token for p in decayed)
-    assert any(p is resampler.layers[0].ff[1].weight for p in decayed)
+def decayed_names(model: nn.Module) -> set[str]:
+    groups = parameter_groups(model.named_parameters(), {})
+    decayed = {id(p) for g in groups if "weight_decay" not in g for p in g["params"]}
+    return {name for name, p in model.named_parameters() if id(p) in decayed}
+
+
+def test_flamingo_decays_only_the_cross_attention_blocks_of_its_new_modules() -> None:
+    # OpenFlamingo (spec §2.3): the resampler and the added token rows get no weight decay.
+    lm, tokenizer = tiny_lm("gpt2")
+    flamingo = nn.Module()
+    flamingo.resampler = PerceiverResampler(dim=MEDIA_DIM, depth=1, heads=2, dim_head=4)
+    flamingo.lm = FlamingoLM(lm, tokenizer, MEDIA_DIM, heads=2, dim_head=8, freeze_lm=False)
+    decayed = decayed_names(flamingo)
+    resampler = {f"resampler.{n}" for n, _ in flamingo.resampler.named_parameters()}
+    assert "resampler.layers.0.ff.1.weight" in resampler and not decayed & resampler
+    embedding, head = lm.get_input_embeddings(), lm.get_output_embeddings()
+    rows = {n for n, p in flamingo.named_parameters() if p is embedding.rows or p is head.rows}
+    assert rows and not decayed & rows
+    block = next(flamingo.lm.cross_attn_blocks())
+    matrices = {n for n, p in flamingo.named_parameters()
+                if any(p is q for q in (block.attn.to_q.weight, block.ff[1].weight))}  # fmt: skip
+    assert len(matrices) == 2 and matrices <= decayed
+    assert "lm.lm.transformer.h.0.decoder_layer.mlp.c_fc.weight" in decayed  # a trained LM's
 
 
 def test_vision_tokens_are_not_decayed_and_its_matrices_are() -> None:

@@ -17,9 +17,12 @@ _LEARNED_TOKENS = (
     "dist_token",  # timm's DeiT distillation token
     "mask_token",  # the vision encoder's masked-patch embedding (data2vec, BEiT)
     "latents",
-    "media_time",
     "frame_time",
+    "rows",  # Flamingo's added <image>/<|endofchunk|> rows (vlp.flamingo.added_tokens)
 )
+# Modules none of whose parameters are decayed: of Flamingo's new modules OpenFlamingo
+# decays only the gated cross-attention blocks (``shared/specs/flamingo.md`` §2.3).
+_UNDECAYED_MODULES = frozenset({"resampler"})
 
 
 def parameter_groups(
@@ -28,21 +31,25 @@ def parameter_groups(
     """Groups by (learning-rate multiplier, weight decay or not).
 
     Weight decay applies to matrices only: biases, norms, τ, the ViT
-    position/class/register/distillation tokens, the mask token and the Perceiver
-    Resampler's latents and time embeddings get none (ALBEF's factory decays τ and those tokens by accident,
-    ``shared/specs/tcl_albef.md`` §0; OpenFlamingo leaves the resampler undecayed,
-    ``shared/specs/flamingo.md`` §2.3). A parameter takes the
-    multiplier of the longest module-name prefix in ``lr_multipliers``
-    (e.g. ``{"encoders.text": 0.1}`` for a pretrained tower), else 1.
+    position/class/register/distillation tokens, the mask token, Flamingo's added token
+    rows and the whole Perceiver Resampler get none (ALBEF's factory decays τ and those
+    tokens by accident, ``shared/specs/tcl_albef.md`` §0; OpenFlamingo leaves the
+    resampler and the added rows undecayed, ``shared/specs/flamingo.md`` §2.3). A
+    parameter takes the multiplier of the longest module-name prefix in
+    ``lr_multipliers`` (e.g. ``{"encoders.text": 0.1}`` for a pretrained tower), else 1.
     """
     groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
     for name, param in named:
         if not param.requires_grad:
             continue
-        is_matrix = param.ndim >= 2 and not name.endswith(_LEARNED_TOKENS)
+        decays = (
+            param.ndim >= 2
+            and not name.endswith(_LEARNED_TOKENS)
+            and _UNDECAYED_MODULES.isdisjoint(name.split(".")[:-1])
+        )
         prefixes = [p for p in lr_multipliers if name == p or name.startswith(p + ".")]
         multiplier = lr_multipliers[max(prefixes, key=len)] if prefixes else 1.0
-        groups.setdefault((multiplier, is_matrix), []).append(param)
+        groups.setdefault((multiplier, decays), []).append(param)
     return [
         {"params": params, "lr_multiplier": multiplier, **({} if decay else {"weight_decay": 0.0})}
         for (multiplier, decay), params in groups.items()

@@ -33,9 +33,9 @@ class SyntheticDocuments(_SyntheticSplit):
     it (as MMC4's matching places them), so predicting a sentence needs the right image.
 
     Args:
-        max_scenes: most scenes per document (the resampler's ``max_media`` or less). A
-            language model trained from scratch only learns the positions its documents
-            reach: to prompt it with k demonstrations, documents need k + 1 scenes.
+        max_scenes: most scenes per document. A language model trained from scratch only
+            learns the positions its documents reach: to prompt it with k demonstrations,
+            documents need k + 1 scenes.
         question_fraction: share of scenes whose text is a question about the image and
             its answer in the VQA prompts' layout instead of a sentence (teaches a
             from-scratch LM the format; 0 for a pretrained LM, which knows it).

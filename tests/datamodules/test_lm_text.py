@@ -71,6 +71,43 @@ def test_documents_predict_only_text_about_an_image_they_have_seen(tokenize):
     assert fields["lm_ids"].shape[1] == 10  # documents use document_max_length
 
 
+def test_text_cut_at_the_length_limit_does_not_learn_the_end_token_after_the_cut(tokenize):
+    fields = tokenize.captions(["red circle", "a blue square left of a star"])
+    assert targets(tokenize, fields, 1) == [
+        ("[CLS]", True),
+        ("<image>", False),
+        ("a", True),
+        ("blue", True),
+        ("square", True),
+        ("left", True),
+        ("of", True),
+        ("[SEP]", False),  # appended after the cut: the caption does not end here
+    ]
+    assert targets(tokenize, fields, 0)[5] == ("[SEP]", True)  # a whole caption's end is
+    document = tokenize([[None, "red " * 40]], True)
+    assert document["lm_ids"].shape[1] == 32
+    assert targets(tokenize, document, 0)[-2:] == [("red", True), ("[SEP]", False)]
+
+
+def test_tags_written_in_the_text_are_text_not_media_tokens(tokenize):
+    layouts = [[None, "an <image> tag"], ["see <|endofchunk|>", None, "<image>", None, "x"]]
+    fields = tokenize(layouts, True)
+    image, end_of_chunk = tokenize.tokenizer.convert_tokens_to_ids(["<image>", "<|endofchunk|>"])
+    assert (fields["lm_ids"] == image).sum(1).tolist() == [1, 2]  # one per medium
+    assert (fields["lm_ids"] == end_of_chunk).sum(1).tolist() == [1, 2]
+    assert targets(tokenize, fields, 0)[:9] == [
+        ("[CLS]", False),
+        ("<image>", False),
+        ("an", True),
+        ("<", True),
+        ("image", True),
+        (">", True),
+        ("tag", True),
+        ("<|endofchunk|>", True),
+        ("[SEP]", False),
+    ]
+
+
 def test_the_tokenize_callable_pickles_for_data_workers(tokenize):
     copied = copy.deepcopy(tokenize)
     assert (

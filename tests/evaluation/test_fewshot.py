@@ -9,11 +9,13 @@ import pytest
 import torch
 from PIL import Image
 from torch.utils.data import IterableDataset
+from transformers import AutoTokenizer
 
 from vlp.datamodules.datamodule import EvalShardSampler, VLPDataModule
 from vlp.datamodules.kshot import KShot, record_labels
 from vlp.datamodules.records import ImageTextRecord, SkippedRecord
 from vlp.datamodules.synthetic import SyntheticScenes
+from vlp.encoders.text import MINILM
 from vlp.encoding import Encoding
 from vlp.evaluation import generative
 from vlp.evaluation.fewshot import (
@@ -27,7 +29,9 @@ from vlp.evaluation.fewshot import (
     support_records,
 )
 from vlp.evaluation.generative import FewShotEvaluation
+from vlp.flamingo import add_flamingo_tokens
 from vlp.flamingo.generation import Decoding
+from vlp.paths import resolve_model_path
 
 
 def test_caption_prompt_is_k_demonstrations_then_the_query_image():
@@ -48,6 +52,21 @@ def test_vqa_prompt_and_zero_shot_demonstrations_without_images():
     assert few_shot_prompt(VQA, demos, query, with_images=False) == (
         "Question:what colour? Short answer:red<|endofchunk|><image>Question:how many? Short answer:"
     )
+
+
+def test_tags_written_in_demonstrations_and_queries_stay_text():
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(MINILM))
+    tokens = add_flamingo_tokens(tokenizer)
+
+    def count(prompt: str, token: int) -> int:
+        return tokenizer(prompt)["input_ids"].count(token)
+
+    demos = [{"question": "is <image> a tag?", "answer": "<|endofchunk|>"}]
+    prompt = few_shot_prompt(VQA, demos, {"question": "and <image>?"})
+    assert count(prompt, tokens.image) == 2 and count(prompt, tokens.end_of_chunk) == 1
+    zero_shot = few_shot_prompt(CAPTION, [{"caption": "an <image> tag"}] * 2, {}, with_images=False)
+    assert count(zero_shot, tokens.image) == 1 and count(zero_shot, tokens.end_of_chunk) == 2
+    assert zero_shot.count("image") == 3  # the captions' tags are kept as their words
 
 
 def test_random_demonstrations_are_distinct_and_fixed_by_seed_and_query():
@@ -297,6 +316,15 @@ def test_predict_writes_a_zero_shot_caption_and_an_answer_per_question():
         },
         {"image_id": 8, "caption": "caption 0", "answers": []},
     ]
+
+
+def test_predicted_questions_that_write_a_tag_keep_one_image_per_prompt():
+    generator, evaluation = _evaluation(FewShotConfig(), support=[])
+    batch = _batch([7])
+    batch["questions"][0] = [{"question": "what is <image> in html?", "answer": "a tag"}]
+    evaluation.predict(batch, _vision(batch["images"]))
+    (_, captions, _), (_, questions, _) = generator.calls
+    assert [p.count("<image>") for p in captions + questions] == [1, 1]
 
 
 def test_vqa_needs_support_images_with_questions_for_k_shots():

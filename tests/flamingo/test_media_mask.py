@@ -35,3 +35,11 @@ def test_a_continued_chunk_counts_the_images_before_it():
     prompt = media_index(ids[:, :4], IMG)
     continued = media_index(ids[:, 4:], IMG, images_before=prompt[:, -1])
     assert torch.equal(torch.cat([prompt, continued], dim=1), whole)
+
+
+def test_without_only_immediate_media_a_token_sees_every_image_before_it():
+    # OpenFlamingo's only_attend_immediate_media=False (spec §3.1 step 4)
+    ids = torch.tensor([[1, IMG, 3, IMG, 4, IMG]])
+    mask = media_attention_mask(media_index(ids, IMG), 2, num_latents=2, only_immediate=False)
+    none, first, both = [False] * 4, [True] * 2 + [False] * 2, [True] * 4
+    assert torch.equal(mask[0], torch.tensor([none, first, first, both, both, both]))

@@ -25,17 +25,16 @@ def test_frame_order_matters_through_the_time_embeddings():
     torch.testing.assert_close(model(clip), model(permuted))
 
 
-def test_media_are_resampled_independently_but_know_their_position():
-    model, media = resampler(), torch.randn(1, 2, 1, 5, 8)
-    out = model(media)
-    changed = media.clone()
-    changed[:, 1] += 1.0
-    torch.testing.assert_close(model(changed)[:, 0], out[:, 0])
-    swapped = model(media[:, [1, 0]])
-    assert not torch.allclose(swapped[:, 0], out[:, 1], atol=1e-4)
-    with torch.no_grad():
-        model.media_time.zero_()
-    torch.testing.assert_close(model(media[:, [1, 0]]), model(media)[:, [1, 0]])
+def test_a_medium_is_resampled_the_same_at_any_index_and_a_clip_keeps_its_frame_order():
+    # OpenFlamingo (spec §1.1): no per-medium embedding, so a few-shot prompt's k-th image
+    # gets the visual tokens that image has alone, as in training.
+    model, image, clip = resampler(), torch.randn(1, 1, 1, 5, 8), torch.randn(1, 1, 4, 5, 8)
+    other = torch.randn(1, 2, 1, 5, 8)
+    document = model(torch.cat([other, image], dim=1))
+    torch.testing.assert_close(document[:, 2], model(image)[:, 0])
+    clips = model(torch.cat([clip, clip, clip[:, :, [3, 2, 1, 0]]], dim=1))
+    torch.testing.assert_close(clips[:, 1], model(clip)[:, 0])
+    assert not torch.allclose(clips[:, 2], clips[:, 0], atol=1e-4)
 
 
 def test_too_many_frames_are_refused():

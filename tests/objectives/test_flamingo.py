@@ -10,7 +10,7 @@ from tests.objectives.flamingo_tiny import open_gates, tiny_data, tiny_flamingo,
 from vlp.datamodules.synthetic import SyntheticScenes
 from vlp.datamodules.synthetic.media_text import SyntheticClips
 from vlp.objectives.contrastive import Contrastive
-from vlp.objectives.flamingo import Flamingo
+from vlp.objectives.flamingo import CrossAttentionConfig, Flamingo
 
 
 def pairs_batch(model, size: int = 4) -> dict:
@@ -108,6 +108,21 @@ def test_only_the_new_modules_and_added_rows_train_and_the_frozen_lm_has_no_drop
     assert tuned.lm.lm.training
     assert all(p.requires_grad for n, p in tuned.lm.lm.named_parameters() if "rows" not in n)
     assert not any(p.requires_grad for n, p in tuned.lm.lm.named_parameters() if "rows" in n)
+
+
+def test_text_attends_every_image_before_it_without_only_attend_immediate_media():
+    every_image = CrossAttentionConfig(heads=2, dim_head=8, only_attend_immediate_media=False)
+    flamingo = tiny_flamingo(cross_attention=every_image)
+    model = tiny_model([flamingo])
+    ids = flamingo.lm.tokenizer(["<image>a<|endofchunk|><image>b"], return_tensors="pt")
+    masks = []
+    block = next(flamingo.lm.cross_attn_blocks())
+    block.register_forward_pre_hook(lambda _, args: masks.append(args[2]))
+    flamingo.lm(ids["input_ids"], torch.zeros(1, 2, 4, model.encoders.vision.width))
+    images_seen = masks[0][0].unflatten(-1, (2, 4)).all(-1)  # [L, image]
+    # [CLS] <image> a <|endofchunk|> <image> b [SEP]
+    expected = [[False, False]] + [[True, False]] * 3 + [[True, True]] * 3
+    assert images_seen.tolist() == expected
 
 
 def test_an_lm_built_from_a_config_trains_unless_frozen_and_a_pretrained_one_is_frozen():

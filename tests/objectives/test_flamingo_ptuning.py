@@ -10,6 +10,7 @@ from vlp.datamodules.synthetic import SyntheticScenes
 from vlp.encoders.text import MINILM
 from vlp.flamingo.generation import Decoding, generate
 from vlp.flamingo.loss import IGNORE
+from vlp.objectives import flamingo_ptuning
 from vlp.objectives.contrastive import Contrastive
 from vlp.objectives.flamingo import CrossAttentionConfig, Flamingo, ResamplerConfig
 from vlp.objectives.flamingo_ptuning import FlamingoPromptTuning
@@ -54,11 +55,28 @@ def test_the_template_puts_slots_around_the_image_and_labels_only_the_target():
     tokenizer = objective.lm.tokenizer
     batch = objective.prompted_batch("vqa", [{"question": "what colour?"}], ["red"])
     tokens = tokenizer.convert_ids_to_tokens(batch.input_ids[0])
-    assert tokens == ["[CLS]", "[PAD]", "<image>", "[PAD]", "question", ":", "what", "colour",
-                      "?", "[PAD]", "short", "answer", ":", "red", "<|endofchunk|>", "[SEP]"]  # fmt: skip
+    assert tokens == ["[CLS]", "[UNK]", "<image>", "[UNK]", "question", ":", "what", "colour",
+                      "?", "[UNK]", "short", "answer", ":", "red", "<|endofchunk|>", "[SEP]"]  # fmt: skip
     assert batch.slot_mask[0].nonzero().flatten().tolist() == [1, 3, 9]
     labelled = (batch.labels[0] != IGNORE).nonzero().flatten().tolist()
     assert labelled == [13, 14, 15]  # the answer, <|endofchunk|> and [SEP]
+
+
+def test_tags_written_in_questions_and_targets_stay_text(monkeypatch):
+    objective = ptuned()
+    model = tiny_model([objective])
+    tokens = objective.lm.tokens
+    questions = [{"question": "is <image> here?"}, {"question": "<|endofchunk|>?"}]
+    batch = objective.prompted_batch("vqa", questions, ["<image>", "a <|endofchunk|> b"])
+    assert (batch.input_ids == tokens.image).sum(1).tolist() == [1, 1]
+    assert (batch.input_ids == tokens.end_of_chunk).sum(1).tolist() == [1, 1]
+    fed = []
+    monkeypatch.setattr(
+        flamingo_ptuning, "generate_from_ids", lambda _, __, ids, *a: fed.append(ids)
+    )
+    objective.generate_prompted("vqa", torch.zeros(2, 1, 4, model.encoders.vision.width), questions)
+    assert (fed[0] == tokens.image).sum(1).tolist() == [1, 1]
+    assert (fed[0] == tokens.end_of_chunk).sum().item() == 0
 
 
 def test_prompt_vectors_reach_the_lm_at_the_slots_of_the_flamingo_batch():

@@ -2,6 +2,7 @@ import copy
 
 import pytest
 import torch
+from transformers.models.roberta.modeling_roberta import RobertaEmbeddings
 
 from tests.flamingo.tiny_lm import MEDIA_DIM, tiny_lm
 from vlp.flamingo.lm import FlamingoLM
@@ -35,10 +36,10 @@ def test_slots_sit_between_the_anchor_tokens():
     _, tokenizer = tiny_lm("gpt2")
     image = add_flamingo_tokens(tokenizer).image
     batch = VQA.batch(tokenizer, [{"q": "what colour?"}], targets=["red"])
-    pad = tokenizer.pad_token_id
+    slot = tokenizer.unk_token_id
     question, answer = ids(tokenizer, "Question: what colour?"), ids(tokenizer, "Answer:")
     target = ids(tokenizer, "red")
-    expected = [pad, pad, image, *question, pad, *answer, *target]
+    expected = [slot, slot, image, *question, slot, *answer, *target]
     assert batch.input_ids[0].tolist() == expected
     slots = [i for i, is_slot in enumerate(batch.slot_mask[0].tolist()) if is_slot]
     assert slots == [0, 1, 3 + len(question)]
@@ -65,9 +66,23 @@ def test_special_tokens_wrap_the_filled_template():
     _, tokenizer = tiny_lm("gpt2")
     batch = PromptTemplate("[P] {x}.", add_special_tokens=True).batch(tokenizer, [{"x": "dog"}])
     expected = tokenizer("a dog.")["input_ids"]  # [CLS] a dog . [SEP]
-    expected[1] = tokenizer.pad_token_id
+    expected[1] = tokenizer.unk_token_id
     assert batch.input_ids[0].tolist() == expected
     assert batch.slot_mask[0].tolist() == [False, True, False, False, False]
+
+
+def test_slots_are_not_padding_so_roberta_positions_run_on_through_them():
+    # RoBERTa numbers positions by input_ids != pad: a pad id in a slot would give the
+    # slot the padding position and shift every later token's.
+    _, tokenizer = tiny_lm("gpt2")
+    template = PromptTemplate("[P][P] a {x} [P].", add_special_tokens=True)
+    batch = template.batch(tokenizer, [{"x": "dog"}, {"x": "big red dog"}])
+    pad = tokenizer.pad_token_id
+    assert batch.slot_mask.sum() == 6 and (batch.input_ids[batch.slot_mask] != pad).all()
+    positions = RobertaEmbeddings.create_position_ids_from_input_ids(batch.input_ids, pad)
+    for row, length in enumerate(batch.attention_mask.sum(1).tolist()):
+        assert positions[row, :length].tolist() == list(range(pad + 1, pad + 1 + length))
+        assert (positions[row, length:] == pad).all()
 
 
 def test_splice_puts_prompt_i_at_slot_i_of_every_row():

@@ -30,7 +30,7 @@ from vlp.datamodules.media_text import MediaTextSource
 from vlp.datamodules.records import ImageTextRecord
 from vlp.datamodules.samples import QUESTION_ANSWER
 from vlp.flamingo.generation import Decoding
-from vlp.flamingo.tokens import END_OF_CHUNK, IMAGE
+from vlp.flamingo.tokens import END_OF_CHUNK, IMAGE, literal_fields
 
 
 @dataclass(frozen=True)
@@ -84,11 +84,12 @@ def few_shot_prompt(
     query: Mapping[str, str],
     with_images: bool = True,
 ) -> str:
-    """The demonstrations then the query; ``with_images=False`` drops the demos' image tags."""
-    shown = [template.demo.format(**demo) for demo in demos]
+    """The demonstrations then the query; ``with_images=False`` drops the demos' image tags.
+    Tags written in the demos' and the query's fields stay text, as in training."""
+    shown = [template.demo.format(**literal_fields(demo)) for demo in demos]
     if not with_images:
         shown = [text.replace(IMAGE, "") for text in shown]
-    return "".join(shown) + template.query.format(**query)
+    return "".join(shown) + template.query.format(**literal_fields(query))
 
 
 def random_demos(pool: int, k: int, seed: int, query_id: int) -> list[int]:

@@ -285,7 +285,7 @@ class FewShotEvaluation:
         asked = [(row, qa) for row, qas in enumerate(batch["questions"]) for qa in qas]
         if asked:
             which = [row for row, _ in asked]
-            prompts = [VQA.query.format(question=qa["question"]) for _, qa in asked]
+            prompts = [few_shot_prompt(VQA, [], {"question": qa["question"]}) for _, qa in asked]
             answers = self.generator.generate(visual[which][:, None], prompts, self.config.vqa)
             for (row, qa), answer in zip(asked, answers, strict=True):
                 rows[row]["answers"].append(

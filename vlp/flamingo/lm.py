@@ -33,6 +33,7 @@ class MediaConditioning:
     """What the cross-attention blocks see during a forward; also the LM's pre-hook."""
 
     image_token_id: int
+    only_immediate: bool = True  # a token attends only the last image before it
     media: Tensor | None = None  # [B, T, n, D] resampled visual tokens
     mask: Tensor | None = None  # [B, L, T·n] for the tokens of the current forward
     images_seen: Tensor | None = None  # [B] <image> tokens up to the current chunk's end
@@ -52,7 +53,7 @@ class MediaConditioning:
             )
         index = media_index(input_ids, self.image_token_id, self.images_seen if continues else None)
         self.images_seen = index[:, -1]
-        self.mask = media_attention_mask(index, *self.media.shape[1:3])
+        self.mask = media_attention_mask(index, *self.media.shape[1:3], self.only_immediate)
 
 
 class FlamingoLayer(nn.Module):
@@ -106,6 +107,8 @@ class FlamingoLM(nn.Module):
         heads, dim_head, ff_mult: sizes of each block.
         freeze_lm: keep the LM's own weights fixed, as Flamingo does; False fine-tunes them.
         train_added_tokens: learn the added tokens' input and output rows.
+        only_attend_immediate_media: a text token attends the last image before it only
+            (Flamingo); False: every image before it (an OpenFlamingo option).
     """
 
     def __init__(
@@ -120,13 +123,14 @@ class FlamingoLM(nn.Module):
         ff_mult: int = 4,
         freeze_lm: bool = True,
         train_added_tokens: bool = True,
+        only_attend_immediate_media: bool = True,
     ) -> None:
         super().__init__()
         lm.requires_grad_(not freeze_lm)
         self.lm = lm
         self.tokenizer = tokenizer
         self.tokens: FlamingoTokens = self._add_tokens(train_added_tokens)
-        self.conditioning = MediaConditioning(self.tokens.image)
+        self.conditioning = MediaConditioning(self.tokens.image, only_attend_immediate_media)
         layers = decoder_layers(lm, layers_path)
         width = lm.config.get_text_config().hidden_size
         for i, layer in enumerate(layers):

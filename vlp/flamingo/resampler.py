@@ -30,16 +30,18 @@ class ResamplerLayer(nn.Module):
 class PerceiverResampler(nn.Module):
     """Resample each medium (an image or a clip of frames) to ``num_latents`` tokens.
 
-    Each medium is resampled on its own. A learned per-frame time embedding is added to
-    every token of a frame, so a clip's frame order matters; a learned per-medium
-    embedding tells the media of one sequence apart. Frames × patches are then flattened
-    into one sequence per medium; there are no spatial position embeddings.
+    Each medium is resampled on its own, and the same wherever it sits in a sequence:
+    there is no per-medium embedding (Flamingo has none for images; OpenFlamingo switched
+    its own off, ``shared/specs/flamingo.md`` §1.1), so the k-th image of a few-shot
+    prompt gets the visual tokens it had in training. A learned per-frame time embedding
+    is added to every token of a frame, so a clip's frame order matters. Frames × patches
+    are then flattened into one sequence per medium; there are no spatial position
+    embeddings.
 
     Args:
         dim: width of the visual tokens (the vision encoder's width), kept throughout.
         depth, heads, dim_head, ff_mult: layer sizes (paper: 6 layers; OpenFlamingo: 8×64).
         num_latents: output tokens per medium (paper: 64).
-        max_media: most media per sequence (size of the per-medium embedding table).
         max_frames: most frames per medium (size of the per-frame embedding table).
     """
 
@@ -51,12 +53,10 @@ class PerceiverResampler(nn.Module):
         dim_head: int = 64,
         ff_mult: int = 4,
         num_latents: int = 64,
-        max_media: int = 8,
         max_frames: int = 8,
     ) -> None:
         super().__init__()
         self.latents = nn.Parameter(torch.randn(num_latents, dim))
-        self.media_time = nn.Parameter(torch.randn(max_media, 1, dim) * 0.02)
         self.frame_time = nn.Parameter(torch.randn(max_frames, 1, dim) * 0.02)
         self.layers = nn.ModuleList(
             ResamplerLayer(dim, heads, dim_head, ff_mult) for _ in range(depth)
@@ -75,13 +75,12 @@ class PerceiverResampler(nn.Module):
     def forward(self, media: Tensor) -> Tensor:
         """``[B, T_media, F_frames, N_tokens, D]`` patch tokens → ``[B, T_media, num_latents, D]``."""
         batch, num_media, num_frames = media.shape[:3]
-        if num_media > len(self.media_time) or num_frames > len(self.frame_time):
+        if num_frames > len(self.frame_time):
             raise ValueError(
-                f"{num_media} media × {num_frames} frames exceed the resampler's time embeddings "
-                f"({len(self.media_time)} media × {len(self.frame_time)} frames)"
+                f"{num_frames} frames exceed the resampler's {len(self.frame_time)} "
+                "frame time embeddings"
             )
-        media = media + self.frame_time[:num_frames]
-        media = media.flatten(2, 3) + self.media_time[:num_media]  # [B, T, F·N, D]
+        media = (media + self.frame_time[:num_frames]).flatten(2, 3)  # [B, T, F·N, D]
         media = media.flatten(0, 1)  # each medium is its own sequence
         latents = self.latents.expand(len(media), -1, -1)
         for layer in self.layers:

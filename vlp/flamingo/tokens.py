@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
@@ -17,6 +18,23 @@ class FlamingoTokens:
 
     image: int
     end_of_chunk: int
+
+
+def literal_text(text: str) -> str:
+    """``text`` (a caption, a question) with any ``<image>`` or ``<|endofchunk|>`` written in
+    it broken up by a space after its ``<``, so the tokenizer reads it as characters.
+
+    Written as is, it would become the added token: an extra image tag shifts every
+    later image onto the wrong text, and a stray end of chunk masks text out of the loss.
+    """
+    for token in (IMAGE, END_OF_CHUNK):
+        text = text.replace(token, f"{token[0]} {token[1:]}")
+    return text
+
+
+def literal_fields(fields: Mapping[str, str]) -> dict[str, str]:
+    """:func:`literal_text` of every value, for the ``{field}`` slots of a template."""
+    return {name: literal_text(value) for name, value in fields.items()}
 
 
 def add_flamingo_tokens(tokenizer: PreTrainedTokenizerBase) -> FlamingoTokens:

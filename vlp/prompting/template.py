@@ -25,7 +25,7 @@ IGNORE_INDEX = -100  # labels the LM loss skips
 class PromptedBatch:
     """A padded batch of filled templates; every tensor is [B, L] and position-aligned."""
 
-    input_ids: Tensor  # slots hold the pad id: a valid id whose embedding is replaced
+    input_ids: Tensor  # slots hold ``slot_id``: a valid id whose embedding is replaced
     attention_mask: Tensor
     slot_mask: Tensor  # bool, the m slots of each row in template order
     labels: Tensor  # target ids, IGNORE_INDEX on template, slots and padding
@@ -74,7 +74,7 @@ class PromptTemplate:
         slots: list[bool] = []
         for i, piece in enumerate(self.text.split(SLOT)):
             if i > 0:
-                ids.append(tokenizer.pad_token_id)
+                ids.append(slot_id(tokenizer))
                 slots.append(True)
             piece_ids = _ids(tokenizer, piece.format_map(values or {}))
             ids += piece_ids
@@ -125,6 +125,14 @@ class PromptTemplate:
             slot_mask=torch.tensor([padded(slots, False) for _, slots, _ in rows]),
             labels=torch.tensor([padded(labels, IGNORE_INDEX) for _, _, labels in rows]),
         )
+
+
+def slot_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The id a slot holds: the unknown token's, never the pad id, since RoBERTa-family
+    encoders number positions by ``input_ids != pad`` and would give a pad slot the
+    padding position, shifting every later token."""
+    candidates = (tokenizer.unk_token_id, tokenizer.mask_token_id, 0, 1)
+    return next(i for i in candidates if i is not None and i != tokenizer.pad_token_id)
 
 
 def special_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
