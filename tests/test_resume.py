@@ -106,6 +106,7 @@ def train(
     module = model()
     trainer = quiet_trainer(
         max_epochs=EPOCHS,
+        max_steps=EPOCHS * BATCHES_PER_EPOCH,  # a stream's length: the schedule needs it
         enable_checkpointing=True,
         callbacks=[
             recorder,
