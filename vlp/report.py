@@ -92,8 +92,7 @@ def main(argv: list[str] | None = None) -> None:
         compared = [c for c in columns if is_headline(c) or c == THROUGHPUT]
         rows = report_comparison.differences(configurations, args.baseline, compared)
         report_comparison.write_csv(args.dir / "comparison.csv", rows)
-        headers = {m: m.removeprefix("test/") for m in compared}
-        report += "\n" + report_comparison.markdown(rows, args.baseline, headers)
+        report += "\n" + report_comparison.markdown(rows, args.baseline)
     write_csv(args.dir / "report.csv", configurations, columns)
     (args.dir / "report.md").write_text(report)
     from vlp.report_plots import plot_headlines, plot_train_loss

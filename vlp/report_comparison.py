@@ -89,16 +89,16 @@ def write_csv(path: Path, rows: list[Difference]) -> None:
             writer.writerow([row.configuration, row.metric, repr(row.difference), p])
 
 
-def markdown(rows: list[Difference], baseline: str, show: dict[str, str]) -> str:
-    """A table of ``difference (p)`` cells; ``show`` maps a metric to its header, and a
-    difference is in the units of the main table (percentage points for rates)."""
-    metrics = [m for m in show if any(r.metric == m for r in rows)]
+def markdown(rows: list[Difference], baseline: str) -> str:
+    """A table of ``difference (p)`` cells, each in the units of the main table (percentage
+    points for rates), with its columns in the order of ``rows``."""
+    metrics = list(dict.fromkeys(r.metric for r in rows))
     names = list(dict.fromkeys(r.configuration for r in rows))
     cells = {(r.configuration, r.metric): r for r in rows}
     lines = [
         f"Against `{baseline}`: difference of the means (Welch's t-test, two-sided p).",
         "",
-        "| configuration | " + " | ".join(show[m] for m in metrics) + " |",
+        "| configuration | " + " | ".join(m.removeprefix("test/") for m in metrics) + " |",
         "|---|" + "---|" * len(metrics),
     ]
     for name in names:
