@@ -1,0 +1,161 @@
+"""Captioned video clips from a JSONL or CSV manifest (WebVid, MSR-VTT, VATEX, ...).
+
+One row per clip: ``video`` names a video file, a folder of frame images or (JSONL)
+a list of frame image paths, relative to ``video_root`` (default: the manifest's
+folder); ``caption`` holds a caption or (JSONL) a list of them, each its own
+training row. Optional ``start``/``end`` (seconds) cut a clip out of a longer video
+file. Each clip becomes ``num_frames`` frames (``video_frames``), one medium with
+its caption, as the LM objective reads them (``<image>caption<|endofchunk|>``).
+
+A row with a missing, undecodable or oversized video, a bad caption or a bad field
+is skipped and counted under its reason (or raises, with ``on_error="raise"``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vlp.datamodules.formats.decode import MAX_PIXELS, decode_caption
+from vlp.datamodules.formats.fields import require_fields
+from vlp.datamodules.formats.manifest import CsvManifest, JsonlManifest
+from vlp.datamodules.formats.sample import check_on_error
+from vlp.datamodules.formats.video_frames import (
+    folder_frames,
+    read_image_frames,
+    read_video_frames,
+)
+from vlp.datamodules.media_text import MediaTextRecord, MediaTextSource, Medium
+from vlp.datamodules.records import BadSampleError, SkippedRecord
+
+
+@dataclass(frozen=True)
+class _Clip:
+    video: Path | list[Path]  # a video file or frame folder, or the frames in order
+    caption: str
+    start: float | None
+    end: float | None
+    key: str  # "manifest:line", with "#k" for the k-th caption of a row
+
+
+class ClipManifest(MediaTextSource):
+    """Map-style clips, parsed up front and decoded on access."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        video_root: str | os.PathLike | None = None,
+        num_frames: int = 4,
+        video_field: str = "video",
+        caption_field: str = "caption",
+        start_field: str = "start",
+        end_field: str = "end",
+        on_error: str = "skip",
+        max_pixels: int = MAX_PIXELS,
+    ) -> None:
+        """
+        Args:
+            path: the manifest, CSV when it ends in ``.csv``, else JSON lines.
+            video_root: the folder that video paths are relative to.
+            num_frames: frames per clip, sampled evenly over it.
+            on_error: ``skip`` (count bad rows) or ``raise``.
+            max_pixels: frames with more pixels per frame are skipped as ``too_large``.
+        """
+        if num_frames < 1:
+            raise ValueError(f"num_frames must be at least 1, got {num_frames}")
+        self.path = Path(path)
+        self.video_root = Path(video_root) if video_root is not None else self.path.parent
+        self.num_frames = num_frames
+        self.on_error = check_on_error(on_error)
+        self.max_pixels = max_pixels
+        reader = CsvManifest if self.path.suffix.lower() == ".csv" else JsonlManifest
+        found, rows = reader.read_rows(self.path)
+        require_fields(self.path, {"video": video_field, "caption": caption_field}, found)
+        self.clips: list[_Clip | BadSampleError] = []
+        for key, row in rows:
+            if isinstance(row, BadSampleError):
+                self.clips.append(row)
+                continue
+            fields = (video_field, caption_field, start_field, end_field)
+            self.clips.extend(self._parse(row, key, *fields))
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int) -> MediaTextRecord | SkippedRecord:
+        clip = self.clips[index]
+        try:
+            if isinstance(clip, BadSampleError):
+                raise clip
+            frames = self._frames(clip)
+        except BadSampleError as error:
+            if self.on_error == "raise":
+                raise
+            return SkippedRecord(error.reason, error.key)
+        return MediaTextRecord((frames, clip.caption), interleaved=False, key=clip.key)
+
+    def _frames(self, clip: _Clip) -> Medium:
+        if isinstance(clip.video, list):
+            return read_image_frames(clip.video, self.num_frames, clip.key, self.max_pixels)
+        if clip.video.is_dir():
+            if clip.start is not None or clip.end is not None:
+                detail = f"start/end need a video file; {clip.video} is a folder of frames"
+                raise BadSampleError("bad_field", clip.key, detail)
+            frames = folder_frames(clip.video)
+            return read_image_frames(frames, self.num_frames, clip.key, self.max_pixels)
+        return read_video_frames(
+            clip.video, self.num_frames, clip.key, self.max_pixels, clip.start, clip.end
+        )
+
+    def _parse(
+        self,
+        row: dict[str, Any],
+        key: str,
+        video_field: str,
+        caption_field: str,
+        start_field: str,
+        end_field: str,
+    ) -> list[_Clip | BadSampleError]:
+        """One clip per caption of the row, or the row's one error."""
+        try:
+            video = self._video(row.get(video_field), key, video_field)
+            start = _seconds(row.get(start_field), key, start_field)
+            end = _seconds(row.get(end_field), key, end_field)
+            if start is not None and end is not None and end <= start:
+                raise BadSampleError(
+                    "bad_field", key, f"{end_field}={end} <= {start_field}={start}"
+                )
+        except BadSampleError as error:
+            return [error]
+        raws = row.get(caption_field)
+        captions = raws if isinstance(raws, list) else [raws]
+        clips: list[_Clip | BadSampleError] = []
+        for k, raw in enumerate(captions):
+            clip_key = key if len(captions) == 1 else f"{key}#{k}"
+            try:
+                clips.append(_Clip(video, decode_caption(raw, clip_key), start, end, clip_key))
+            except BadSampleError as error:
+                clips.append(error)
+        return clips
+
+    def _video(self, value: object, key: str, field: str) -> Path | list[Path]:
+        if isinstance(value, str) and value:
+            return self.video_root / value
+        if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
+            return [self.video_root / v for v in value]
+        raise BadSampleError("bad_field", key, f"{field}={value!r} is not a path or list of paths")
+
+
+def _seconds(value: object, key: str, field: str) -> float | None:
+    """A time in seconds; empty (a CSV cell) or absent is ``None``."""
+    if value is None or value == "":
+        return None
+    try:
+        seconds = float(value)  # CSV gives text
+    except (TypeError, ValueError):
+        seconds = float("nan")
+    if isinstance(value, bool) or not 0 <= seconds < float("inf"):
+        raise BadSampleError("bad_field", key, f"{field}={value!r} is not a time in seconds")
+    return seconds

@@ -1,0 +1,121 @@
+"""The frames of one clip, from a video file or a folder of frame images.
+
+A clip becomes ``num_frames`` frames: the middle frame of each of ``num_frames``
+equal segments (TSN's test-time sampling; also the usual choice of video–text
+pretraining on short clips). It is deterministic, so a clip gives the same frames
+on every epoch and rank. A clip with fewer frames than ``num_frames`` repeats
+some, in order.
+
+Video files are read with PyAV (FFmpeg bundled in its wheels). Frames are chosen
+from the packets' timestamps first, without decoding, then decoded from the
+keyframe before the first chosen one; only the chosen frames are kept.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import av
+from PIL import Image
+
+from vlp.datamodules.formats.decode import decode_image
+from vlp.datamodules.media_text import Medium
+from vlp.datamodules.records import BadSampleError
+
+FRAME_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+
+
+def segment_middles(count: int, num_frames: int) -> list[int]:
+    """Index of the middle frame of each of ``num_frames`` equal parts of ``count`` frames."""
+    return [int((k + 0.5) * count / num_frames) for k in range(num_frames)]
+
+
+def folder_frames(folder: Path) -> list[Path]:
+    """The image files of ``folder`` in natural order (``frame_2`` before ``frame_10``)."""
+
+    def natural(path: Path) -> list[int | str]:
+        return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+    images = [p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and p.is_file()]
+    return sorted(images, key=natural)
+
+
+def read_image_frames(paths: list[Path], num_frames: int, key: str, max_pixels: int) -> Medium:
+    """``num_frames`` of the frame images ``paths`` (in clip order), decoded."""
+    if not paths:
+        raise BadSampleError("missing", key, "no frame images")
+    chosen = segment_middles(len(paths), num_frames)
+    return tuple(decode_image(paths[i], key, max_pixels) for i in chosen)
+
+
+def read_video_frames(
+    path: Path,
+    num_frames: int,
+    key: str,
+    max_pixels: int,
+    start: float | None = None,
+    end: float | None = None,
+) -> Medium:
+    """``num_frames`` frames of the video file's first video stream, within
+    ``[start, end)`` seconds when given, as RGB images."""
+    if not path.is_file():
+        raise BadSampleError("missing", key, f"no file at {path}")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise BadSampleError("corrupt", key, "no video stream")
+            stream = container.streams.video[0]
+            if stream.width * stream.height > max_pixels:
+                detail = f"{stream.width}x{stream.height} > max_pixels={max_pixels}"
+                raise BadSampleError("too_large", key, detail)
+            wanted = _chosen_timestamps(container, stream, num_frames, key, start, end)
+            decoded = _decode_at(container, stream, set(wanted))
+    except BadSampleError:
+        raise
+    except (av.FFmpegError, OSError, ValueError) as error:
+        raise BadSampleError("corrupt", key, f"{type(error).__name__}: {error}") from error
+    lost = sorted(set(wanted) - set(decoded))
+    if lost:
+        raise BadSampleError("corrupt", key, f"{len(lost)} chosen frames did not decode")
+    return tuple(decoded[pts] for pts in wanted)
+
+
+def _chosen_timestamps(
+    container: av.container.InputContainer,
+    stream: av.VideoStream,
+    num_frames: int,
+    key: str,
+    start: float | None,
+    end: float | None,
+) -> list[int]:
+    """Presentation timestamps (in ``stream.time_base``) of the frames to keep."""
+    # packets come in decoding order; sorting gives presentation order (B-frames)
+    stamps = sorted({p.pts for p in container.demux(stream) if p.pts is not None and p.size})
+    if not stamps:
+        raise BadSampleError("corrupt", key, "no timestamped video frame")
+    seconds = float(stream.time_base)
+    lower = -float("inf") if start is None else start
+    upper = float("inf") if end is None else end
+    window = [pts for pts in stamps if lower <= pts * seconds < upper]
+    if not window:
+        first, last = stamps[0] * seconds, stamps[-1] * seconds
+        detail = f"no frame in [{start}, {end}) s; frames run from {first:.2f} to {last:.2f} s"
+        raise BadSampleError("bad_field", key, detail)
+    return [window[i] for i in segment_middles(len(window), num_frames)]
+
+
+def _decode_at(
+    container: av.container.InputContainer, stream: av.VideoStream, wanted: set[int]
+) -> dict[int, Image.Image]:
+    """The frames whose timestamps are in ``wanted``, decoded from the keyframe at or
+    before the earliest; decoding stops after the latest."""
+    container.seek(min(wanted), stream=stream)  # backward: to the keyframe at or before
+    last = max(wanted)
+    frames = {}
+    for frame in container.decode(stream):  # in presentation order
+        if frame.pts in wanted:
+            frames[frame.pts] = frame.to_image()
+        if frame.pts is not None and frame.pts >= last:
+            break
+    return frames

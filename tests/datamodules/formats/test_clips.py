@@ -1,0 +1,167 @@
+"""Captioned clips from manifests: video files, frame folders, frame lists; bad rows counted."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import pytest
+import torch
+from PIL import Image
+
+from tests.objectives.flamingo_tiny import tiny_data, tiny_flamingo, tiny_model
+from vlp.datamodules.formats.clips import ClipManifest
+from vlp.datamodules.formats.video_frames import segment_middles
+from vlp.datamodules.records import BadSampleError, SkippedRecord
+from vlp.datamodules.synthetic.media_text import SyntheticClips
+
+B_FRAMES = "bframes=3:b-adapt=0:scenecut=0"
+
+
+def solid(level: int, size: tuple[int, int] = (16, 16)) -> Image.Image:
+    return Image.new("RGB", size, (level, 255 - level, 64))
+
+
+def write_video(path: Path, frames: list[Image.Image], fps: int = 4, codec: str = "ffv1") -> Path:
+    """``ffv1`` in RGB (``bgr0``) is lossless; ``libx264`` reorders frames (B-frames)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=Fraction(fps))
+        stream.width, stream.height = frames[0].size
+        stream.pix_fmt = "bgr0" if codec == "ffv1" else "yuv420p"
+        if codec == "libx264":
+            # a keyframe every 8 frames, 3 B-frames between references
+            stream.options = {"x264-params": f"keyint=8:min-keyint=8:{B_FRAMES}", "crf": "10"}
+        for image in frames:
+            container.mux(stream.encode(av.VideoFrame.from_image(image)))
+        container.mux(stream.encode())
+    return path
+
+
+def write_manifest(path: Path, rows: list[dict | str]) -> Path:
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def levels(record) -> list[int]:
+    """Each frame of the record's one clip as its red level."""
+    frames, _ = record.segments
+    return [frame.getpixel((8, 8))[0] for frame in frames]
+
+
+def test_segment_middles_by_hand():
+    # 10 frames in 4 parts of 2.5: middles at 1.25, 3.75, 6.25, 8.75
+    assert segment_middles(10, 4) == [1, 3, 6, 8]
+    assert segment_middles(4, 4) == [0, 1, 2, 3]
+    assert segment_middles(2, 4) == [0, 0, 1, 1]  # a short clip repeats frames, in order
+    assert segment_middles(7, 1) == [3]
+
+
+def test_video_files_give_the_middle_frame_of_each_segment_within_start_end(tmp_path):
+    write_video(tmp_path / "a.mkv", [solid(10 * k) for k in range(12)])  # 3 s at 4 fps
+    rows = [
+        {"video": "a.mkv", "caption": "whole"},
+        {"video": "a.mkv", "caption": "cut", "start": 1.0, "end": 2.0},  # frames 4-7
+    ]
+    source = ClipManifest(write_manifest(tmp_path / "clips.jsonl", rows), num_frames=2)
+    assert levels(source[0]) == [30, 90]  # frames 3 and 9 of 12
+    assert levels(source[1]) == [50, 70]  # frames 5 and 7 of 4..7
+    assert source[1].segments[1] == "cut" and not source[1].interleaved
+    assert source[1].key == f"{tmp_path / 'clips.jsonl'}:2"
+
+
+def test_reordered_frames_and_seeks_past_the_first_keyframe(tmp_path):
+    write_video(tmp_path / "b.mp4", [solid(4 * k) for k in range(40)], codec="libx264")
+    with av.open(str(tmp_path / "b.mp4")) as container:
+        packets = [(p.pts, p.is_keyframe) for p in container.demux(video=0) if p.size]
+    assert [pts for pts, _ in packets] != sorted(pts for pts, _ in packets)  # decoding order
+    assert sum(key for _, key in packets) == 5
+    rows = [{"video": "b.mp4", "caption": "late", "start": 6.0}]  # frames 24-39
+    record = ClipManifest(write_manifest(tmp_path / "c.jsonl", rows), num_frames=4)[0]
+    # solid colours survive H.264 within a few levels
+    expected = [4 * (24 + i) for i in segment_middles(16, 4)]
+    assert levels(record) == pytest.approx(expected, abs=2)
+
+
+def test_frame_folders_in_natural_order_and_frame_lists_in_listed_order(tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for k in range(12):  # frame_2 sorts before frame_10
+        solid(10 * k).save(folder / f"frame_{k}.png")
+    (folder / "notes.txt").write_text("not a frame")
+    listed = [f"frames/frame_{k}.png" for k in (11, 0, 5)]
+    rows = [{"video": "frames", "caption": "folder"}, {"video": listed, "caption": "list"}]
+    source = ClipManifest(write_manifest(tmp_path / "clips.jsonl", rows), num_frames=3)
+    assert levels(source[0]) == [20, 60, 100]  # frames 2, 6 and 10 of 12
+    assert levels(source[1]) == [110, 0, 50]
+
+
+def test_each_caption_is_a_clip_and_csv_times_are_read(tmp_path):
+    write_video(tmp_path / "a.mkv", [solid(10 * k) for k in range(8)])
+    rows = [{"video": "a.mkv", "caption": ["one", "two", ""]}]
+    source = ClipManifest(write_manifest(tmp_path / "clips.jsonl", rows), num_frames=1)
+    assert len(source) == 3
+    assert [source[i].segments[1] for i in range(2)] == ["one", "two"]
+    assert source[2] == SkippedRecord("empty_caption", f"{tmp_path / 'clips.jsonl'}:1#2")
+    csv = tmp_path / "clips.csv"
+    csv.write_text("video,caption,start,end\na.mkv,cut,0.5,1.5\na.mkv,whole,,\n")
+    source = ClipManifest(csv, num_frames=1)
+    assert levels(source[0]) == [40]  # frames 2-5, middle 4
+    assert levels(source[1]) == [40]  # frames 0-7, middle 4
+
+
+def test_bad_rows_are_skipped_with_their_reason_or_raise(tmp_path):
+    write_video(tmp_path / "a.mkv", [solid(10 * k) for k in range(8)])  # 2 s
+    (tmp_path / "broken.mp4").write_bytes(b"<html>not a video</html>" * 20)
+    (tmp_path / "frames").mkdir()
+    solid(0).save(tmp_path / "frames" / "0.png")
+    rows = [
+        {"video": "gone.mp4", "caption": "missing"},
+        {"video": "broken.mp4", "caption": "corrupt"},
+        {"video": "a.mkv", "caption": "past the end", "start": 5.0},
+        {"video": "a.mkv", "caption": "backwards", "start": 1.0, "end": 0.5},
+        {"video": "frames", "caption": "times on frames", "end": 1.0},
+        {"video": 3, "caption": "not a path"},
+        {"video": "a.mkv", "caption": "bad time", "start": "soon"},
+        "{not json",
+        {"video": "a.mkv", "caption": "fine"},
+    ]
+    manifest = write_manifest(tmp_path / "clips.jsonl", rows)
+    source = ClipManifest(manifest)
+    reasons = [getattr(source[i], "reason", "ok") for i in range(len(source))]
+    assert reasons == ["missing", "corrupt", *["bad_field"] * 5, "corrupt", "ok"]
+    with pytest.raises(BadSampleError, match=r"clips\.jsonl:3: bad_field .*from 0\.00 to 1\.75 s"):
+        ClipManifest(manifest, on_error="raise")[2]
+    too_large = ClipManifest(manifest, max_pixels=100)[8]  # 16x16 frames
+    assert too_large == SkippedRecord("too_large", f"{manifest}:9")
+
+
+def test_a_manifest_without_the_fields_fails_at_construction(tmp_path):
+    manifest = write_manifest(tmp_path / "clips.jsonl", [{"path": "a.mkv", "caption": "x"}])
+    with pytest.raises(ValueError, match="required video field 'video' not found"):
+        ClipManifest(manifest)
+    with pytest.raises(ValueError, match="num_frames"):
+        ClipManifest(manifest, video_field="path", num_frames=0)
+
+
+def test_clips_written_losslessly_train_as_the_generated_clips(tmp_path):
+    """The file source gives the LM objective exactly the generator's frames and captions."""
+    generated = SyntheticClips("train", 2, num_frames=3, image_size=32)
+    rows = []
+    for i in range(len(generated)):
+        frames, caption = generated[i].segments
+        write_video(tmp_path / f"{i}.mkv", list(frames))
+        rows.append({"video": f"{i}.mkv", "caption": caption})
+    from_files = ClipManifest(write_manifest(tmp_path / "clips.jsonl", rows), num_frames=3)
+    model = tiny_model([tiny_flamingo()])
+    batches = []
+    for source in (generated, from_files):
+        data = tiny_data(model, train=source, shuffle=False)
+        data.batch_size = 2
+        batches.append(next(iter(data.train_dataloader())))
+    expected, got = batches
+    assert got["media"].shape == (2, 1, 3, 3, 32, 32)
+    assert torch.equal(got["media"], expected["media"])
+    assert torch.equal(got["lm_ids"], expected["lm_ids"])
+    assert torch.equal(got["lm_labels"], expected["lm_labels"])
