@@ -19,6 +19,7 @@ from torch.utils.data import Dataset, IterableDataset
 
 from vlp.datamodules.lm_text import LMTokenize
 from vlp.datamodules.records import SkippedRecord
+from vlp.datamodules.samples import StreamView
 
 Medium = tuple[Image.Image, ...]  # one image, or the frames of a clip in order
 
@@ -82,11 +83,11 @@ class MediaTextSamples(Dataset):
         return to_media_sample(self.source[index], self.transform)
 
 
-class StreamedMediaTextSamples(IterableDataset):
+class StreamedMediaTextSamples(StreamView):
     """A streaming :class:`MediaTextSource` seen through :func:`to_media_sample`."""
 
     def __init__(self, source: IterableDataset, transform: Callable) -> None:
-        self.source = source
+        super().__init__(source)
         self.transform = transform
 
     def __iter__(self) -> Iterator[MediaTextSample | SkippedRecord]:

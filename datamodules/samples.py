@@ -170,19 +170,12 @@ class MappedSamples(Dataset):
         return to_sample(self.source[index], self.views, self.all_captions, key)
 
 
-class StreamedSamples(IterableDataset):
-    """A streaming source (it splits itself by rank and worker) seen through :func:`to_sample`.
+class StreamView(IterableDataset):
+    """A view of a streaming source that hands the training loader's epoch and resume
+    position (:mod:`vlp.datamodules.lockstep`) on to the source."""
 
-    A record's random key is (seed, epoch, image id): a stream visits each once per epoch.
-    """
-
-    def __init__(
-        self, source: IterableDataset, views: Views, all_captions: bool, seed: int = 0
-    ) -> None:
+    def __init__(self, source: IterableDataset) -> None:
         self.source = source
-        self.views = views
-        self.all_captions = all_captions
-        self.seed = seed
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -197,6 +190,21 @@ class StreamedSamples(IterableDataset):
 
     def start_next_pass(self, starts: tuple[WorkerStart, ...]) -> None:
         self.source.start_next_pass(starts)
+
+
+class StreamedSamples(StreamView):
+    """A streaming source (it splits itself by rank and worker) seen through :func:`to_sample`.
+
+    A record's random key is (seed, epoch, image id): a stream visits each once per epoch.
+    """
+
+    def __init__(
+        self, source: IterableDataset, views: Views, all_captions: bool, seed: int = 0
+    ) -> None:
+        super().__init__(source)
+        self.views = views
+        self.all_captions = all_captions
+        self.seed = seed
 
     def __iter__(self) -> Iterator[Sample | SkippedRecord]:
         for record in self.source:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import random
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from typing import IO, Any
 
@@ -102,28 +102,38 @@ class WebDatasetShards(IterableDataset):
         shards = self.shard_order()
         if splits_by_shard(len(shards), consumer):
             mine = [url for position, url in enumerate(shards) if assigned_to(position, consumer)]
-            entries: Iterable[Entry] = _entries(mine)
+            entries: Iterable[Entry] = self._entries(mine)
         else:
             entries = (
-                e for position, e in enumerate(_entries(shards)) if assigned_to(position, consumer)
+                e
+                for position, e in enumerate(self._entries(shards))
+                if assigned_to(position, consumer)
             )
         for entry in islice(entries, skip, None):
-            yield materialise(_to_sample(entry), self.on_error, self.max_pixels)
+            yield self.record(entry)
+
+    def record(self, entry: Entry) -> ImageTextRecord | SkippedRecord:
+        """A grouped tar sample decoded, or skipped (or raising, with ``on_error="raise"``)."""
+        return materialise(_to_sample(entry), self.on_error, self.max_pixels)
+
+    def is_whole(self, entry: dict[str, Any]) -> bool:
+        """Whether a sample that a shard's break left behind has every member it needs."""
+        raw = _to_sample(entry)
+        return isinstance(raw, RawSample) and bool(raw.captions)
+
+    def _entries(self, urls: Iterable[str]) -> Iterator[Entry]:
+        for url in urls:
+            yield from _shard_entries(url, self.is_whole)
 
 
-def _entries(urls: Iterable[str]) -> Iterator[Entry]:
-    for url in urls:
-        yield from _shard_entries(url)
-
-
-def _shard_entries(url: str) -> Iterator[Entry]:
+def _shard_entries(url: str, is_whole: Callable[[dict[str, Any]], bool]) -> Iterator[Entry]:
     """A shard's samples; an unreadable shard ends with one error entry.
 
     The error is yielded at the point where reading stopped, so every consumer
     sees it at the same stream position and exactly one of them reports it. The
     samples read whole before it are kept: the one ``group_by_keys`` still held when
-    reading stopped too, unless reading stopped inside it or it lacks an image or
-    captions (its members may have been cut off; the shard's error counts it).
+    reading stopped too, unless reading stopped inside it or it is not ``is_whole``
+    (its members may have been cut off; the shard's error counts it).
     """
     try:
         stream = gopen(url)
@@ -134,7 +144,8 @@ def _shard_entries(url: str) -> Iterator[Entry]:
     try:
         with stream:
             for sample in group_by_keys(members):
-                if members.error is None or _complete(sample, members.cut_key):
+                cut = members.error is not None
+                if not cut or (sample["__key__"] != members.cut_key and is_whole(sample)):
                     yield sample
     except (OSError, ValueError) as error:  # closing a pipe; a member twice in one sample
         yield BadSampleError("corrupt", url, str(error))
@@ -175,14 +186,6 @@ class TarMembers:
                     raise tarfile.ReadError("no end-of-archive marker; the shard is truncated")
         except (tarfile.TarError, OSError, EOFError) as error:
             self.error = error
-
-
-def _complete(sample: dict[str, Any], cut_key: str | None) -> bool:
-    """Whether the sample held when a shard's reading stopped is whole enough to use."""
-    if sample["__key__"] == cut_key:
-        return False
-    raw = _to_sample(sample)
-    return isinstance(raw, RawSample) and bool(raw.captions)
 
 
 def _to_sample(entry: Entry) -> RawSample | BadSampleError:

@@ -13,6 +13,7 @@ keyframe before the first chosen one; only the chosen frames are kept.
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
@@ -50,19 +51,19 @@ def read_image_frames(paths: list[Path], num_frames: int, key: str, max_pixels: 
 
 
 def read_video_frames(
-    path: Path,
+    video: Path | bytes,
     num_frames: int,
     key: str,
     max_pixels: int,
     start: float | None = None,
     end: float | None = None,
 ) -> Medium:
-    """``num_frames`` frames of the video file's first video stream, within
-    ``[start, end)`` seconds when given, as RGB images."""
-    if not path.is_file():
-        raise BadSampleError("missing", key, f"no file at {path}")
+    """``num_frames`` frames of the first video stream of a video file (a path, or its
+    bytes), within ``[start, end)`` seconds when given, as RGB images."""
+    if isinstance(video, Path) and not video.is_file():
+        raise BadSampleError("missing", key, f"no file at {video}")
     try:
-        with av.open(str(path)) as container:
+        with av.open(io.BytesIO(video) if isinstance(video, bytes) else str(video)) as container:
             if not container.streams.video:
                 raise BadSampleError("corrupt", key, "no video stream")
             stream = container.streams.video[0]
