@@ -7,8 +7,9 @@ on every epoch and rank. A clip with fewer frames than ``num_frames`` repeats
 some, in order.
 
 Video files are read with PyAV (FFmpeg bundled in its wheels). Frames are chosen
-from the packets' timestamps first, without decoding, then decoded from the
-keyframe before the first chosen one; only the chosen frames are kept.
+from the timestamps of the packets between ``start`` and ``end`` first, without
+decoding, then decoded from the keyframe before the first chosen one; only the
+chosen frames are kept.
 """
 
 from __future__ import annotations
@@ -90,19 +91,29 @@ def _chosen_timestamps(
     start: float | None,
     end: float | None,
 ) -> list[int]:
-    """Presentation timestamps (in ``stream.time_base``) of the frames to keep."""
-    # packets come in decoding order; sorting gives presentation order (B-frames)
-    stamps = sorted({p.pts for p in container.demux(stream) if p.pts is not None and p.size})
-    if not stamps:
-        raise BadSampleError("corrupt", key, "no timestamped video frame")
+    """Presentation timestamps (in ``stream.time_base``) of the frames to keep.
+
+    Times count from the stream's first frame. Only the packets from the keyframe at or
+    before ``start`` up to ``end`` are read, so a short clip of a long video costs little.
+    """
     seconds = float(stream.time_base)
+    origin = stream.start_time or 0
+    if start is not None:
+        container.seek(origin + int(start / seconds), stream=stream)
+    stamps: set[int] = set()
+    for packet in container.demux(stream):  # in decoding order
+        if end is not None and packet.dts is not None and (packet.dts - origin) * seconds >= end:
+            break  # a frame is shown at or after it is decoded: no later packet is inside
+        if packet.pts is not None and packet.size:
+            stamps.add(packet.pts)
     lower = -float("inf") if start is None else start
     upper = float("inf") if end is None else end
-    window = [pts for pts in stamps if lower <= pts * seconds < upper]
+    window = sorted(pts for pts in stamps if lower <= (pts - origin) * seconds < upper)
     if not window:
-        first, last = stamps[0] * seconds, stamps[-1] * seconds
-        detail = f"no frame in [{start}, {end}) s; frames run from {first:.2f} to {last:.2f} s"
-        raise BadSampleError("bad_field", key, detail)
+        if start is None and end is None:
+            raise BadSampleError("corrupt", key, "no timestamped video frame")
+        length = f"{container.duration / av.time_base:.2f}" if container.duration else "?"
+        raise BadSampleError("bad_field", key, f"no frame in [{start}, {end}) s of {length} s")
     return [window[i] for i in segment_middles(len(window), num_frames)]
 
 

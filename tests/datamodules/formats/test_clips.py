@@ -49,11 +49,16 @@ def test_reordered_frames_and_seeks_past_the_first_keyframe(tmp_path):
         packets = [(p.pts, p.is_keyframe) for p in container.demux(video=0) if p.size]
     assert [pts for pts, _ in packets] != sorted(pts for pts, _ in packets)  # decoding order
     assert sum(key for _, key in packets) == 5
-    rows = [{"video": "b.mp4", "caption": "late", "start": 6.0}]  # frames 24-39
-    record = ClipManifest(write_manifest(tmp_path / "c.jsonl", rows), num_frames=4)[0]
+    rows = [
+        {"video": "b.mp4", "caption": "late", "start": 6.0},  # frames 24-39
+        {"video": "b.mp4", "caption": "middle", "start": 3.0, "end": 6.75},  # frames 12-26
+    ]
+    source = ClipManifest(write_manifest(tmp_path / "c.jsonl", rows), num_frames=4)
     # solid colours survive H.264 within a few levels
     expected = [4 * (24 + i) for i in segment_middles(16, 4)]
-    assert levels(record) == pytest.approx(expected, abs=2)
+    assert levels(source[0]) == pytest.approx(expected, abs=2)
+    expected = [4 * (12 + i) for i in segment_middles(15, 4)]
+    assert levels(source[1]) == pytest.approx(expected, abs=2)
 
 
 def test_frame_folders_in_natural_order_and_frame_lists_in_listed_order(tmp_path):
@@ -103,7 +108,9 @@ def test_bad_rows_are_skipped_with_their_reason_or_raise(tmp_path):
     source = ClipManifest(manifest)
     reasons = [getattr(source[i], "reason", "ok") for i in range(len(source))]
     assert reasons == ["missing", "corrupt", *["bad_field"] * 5, "corrupt", "ok"]
-    with pytest.raises(BadSampleError, match=r"clips\.jsonl:3: bad_field .*from 0\.00 to 1\.75 s"):
+    with pytest.raises(
+        BadSampleError, match=r"clips\.jsonl:3: bad_field .*\[5\.0, None\) s of 2\.00 s"
+    ):
         ClipManifest(manifest, on_error="raise")[2]
     too_large = ClipManifest(manifest, max_pixels=100)[8]  # 16x16 frames
     assert too_large == SkippedRecord("too_large", f"{manifest}:9")
