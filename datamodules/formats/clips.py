@@ -97,17 +97,15 @@ class ClipManifest(MediaTextSource):
         return MediaTextRecord((frames, clip.caption), interleaved=False, key=clip.key)
 
     def _frames(self, clip: _Clip) -> Medium:
-        if isinstance(clip.video, list):
-            return read_image_frames(clip.video, self.num_frames, clip.key, self.max_pixels)
-        if clip.video.is_dir():
-            if clip.start is not None or clip.end is not None:
-                detail = f"start/end need a video file; {clip.video} is a folder of frames"
-                raise BadSampleError("bad_field", clip.key, detail)
-            frames = folder_frames(clip.video)
-            return read_image_frames(frames, self.num_frames, clip.key, self.max_pixels)
-        return read_video_frames(
-            clip.video, self.num_frames, clip.key, self.max_pixels, clip.start, clip.end
-        )
+        if isinstance(clip.video, Path) and not clip.video.is_dir():
+            return read_video_frames(
+                clip.video, self.num_frames, clip.key, self.max_pixels, clip.start, clip.end
+            )
+        if clip.start is not None or clip.end is not None:
+            detail = "start/end need a video file, not frame images (their times are unknown)"
+            raise BadSampleError("bad_field", clip.key, detail)
+        frames = clip.video if isinstance(clip.video, list) else folder_frames(clip.video)
+        return read_image_frames(frames, self.num_frames, clip.key, self.max_pixels)
 
     def _parse(
         self,

@@ -99,6 +99,7 @@ def test_bad_rows_are_skipped_with_their_reason_or_raise(tmp_path):
         {"video": "a.mkv", "caption": "past the end", "start": 5.0},
         {"video": "a.mkv", "caption": "backwards", "start": 1.0, "end": 0.5},
         {"video": "frames", "caption": "times on frames", "end": 1.0},
+        {"video": ["frames/0.png"], "caption": "times on a frame list", "start": 0.0},
         {"video": 3, "caption": "not a path"},
         {"video": "a.mkv", "caption": "bad time", "start": "soon"},
         "{not json",
@@ -107,13 +108,13 @@ def test_bad_rows_are_skipped_with_their_reason_or_raise(tmp_path):
     manifest = write_manifest(tmp_path / "clips.jsonl", rows)
     source = ClipManifest(manifest)
     reasons = [getattr(source[i], "reason", "ok") for i in range(len(source))]
-    assert reasons == ["missing", "corrupt", *["bad_field"] * 5, "corrupt", "ok"]
+    assert reasons == ["missing", "corrupt", *["bad_field"] * 6, "corrupt", "ok"]
     with pytest.raises(
         BadSampleError, match=r"clips\.jsonl:3: bad_field .*\[5\.0, None\) s of 2\.00 s"
     ):
         ClipManifest(manifest, on_error="raise")[2]
-    too_large = ClipManifest(manifest, max_pixels=100)[8]  # 16x16 frames
-    assert too_large == SkippedRecord("too_large", f"{manifest}:9")
+    too_large = ClipManifest(manifest, max_pixels=100)[9]  # 16x16 frames
+    assert too_large == SkippedRecord("too_large", f"{manifest}:10")
 
 
 def test_a_manifest_without_the_fields_fails_at_construction(tmp_path):
