@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/clip_decoding.py --clips 16 --length 96 --size 224 --frames 8
 
 Writes ``--clips`` synthetic clips of ``--length`` frames (one object crossing the
-frame, ``--size`` pixels square, 24 fps) as H.264 MP4 files, as lossless FFV1 MKV files
-and as folders of JPEG frames, then reads each layout through a manifest, taking
+frame, ``--size`` pixels square, 24 fps) as H.264 MP4 files, as lossless FFV1 MKV files,
+as MJPEG AVI files (every frame a keyframe) and as folders of JPEG frames, then reads each layout through a manifest, taking
 ``--frames`` frames per clip: from the whole clip, and from a 1-second window in its
 middle (``start``/``end``; video files only). A data loader's workers multiply the
 rate by up to their number; the rate per core is what this measures.
@@ -28,18 +28,20 @@ from vlp.datamodules.formats.clips import ClipManifest
 from vlp.datamodules.synthetic.clips import make_clip
 
 FPS = 24
+VIDEO_LAYOUTS = {  # name: (file suffix, codec, pixel format)
+    "mp4 (H.264)": ("mp4", "libx264", "yuv420p"),
+    "mkv (FFV1)": ("mkv", "ffv1", "bgr0"),
+    "avi (MJPEG)": ("avi", "mjpeg", "yuvj420p"),
+}
 
 
 def write_layouts(out: Path, clips: int, length: int, size: int) -> dict[str, list[dict]]:
     """Each clip in every layout; the manifest rows of each layout."""
-    rows: dict[str, list[dict]] = {"mp4 (H.264)": [], "mkv (FFV1)": [], "jpeg folder": []}
+    rows: dict[str, list[dict]] = {name: [] for name in (*VIDEO_LAYOUTS, "jpeg folder")}
     for index in range(clips):
         clip = make_clip(seed=0, index=index, num_frames=length, image_size=size)
-        for name, (codec, pix_fmt) in {
-            "mp4 (H.264)": ("libx264", "yuv420p"),
-            "mkv (FFV1)": ("ffv1", "bgr0"),
-        }.items():
-            path = out / f"{index}.{'mp4' if codec == 'libx264' else 'mkv'}"
+        for name, (suffix, codec, pix_fmt) in VIDEO_LAYOUTS.items():
+            path = out / f"{index}.{suffix}"
             with av.open(str(path), "w") as container:
                 stream = container.add_stream(codec, rate=Fraction(FPS))
                 stream.width = stream.height = size

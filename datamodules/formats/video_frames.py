@@ -71,8 +71,8 @@ def read_video_frames(
             if stream.width * stream.height > max_pixels:
                 detail = f"{stream.width}x{stream.height} > max_pixels={max_pixels}"
                 raise BadSampleError("too_large", key, detail)
-            wanted = _chosen_timestamps(container, stream, num_frames, key, start, end)
-            decoded = _decode_at(container, stream, set(wanted))
+            wanted, intra_only = _chosen_timestamps(container, stream, num_frames, key, start, end)
+            decoded = _decode_at(container, stream, set(wanted), intra_only)
     except BadSampleError:
         raise
     except (av.FFmpegError, OSError, ValueError) as error:
@@ -90,8 +90,9 @@ def _chosen_timestamps(
     key: str,
     start: float | None,
     end: float | None,
-) -> list[int]:
-    """Presentation timestamps (in ``stream.time_base``) of the frames to keep.
+) -> tuple[list[int], bool]:
+    """Presentation timestamps (in ``stream.time_base``) of the frames to keep, and
+    whether every packet read was a keyframe (an intra-only codec: FFV1, MJPEG, ...).
 
     Times count from the stream's first frame. Only the packets from the keyframe at or
     before ``start`` up to ``end`` are read, so a short clip of a long video costs little.
@@ -101,11 +102,13 @@ def _chosen_timestamps(
     if start is not None:
         container.seek(origin + int(start / seconds), stream=stream)
     stamps: set[int] = set()
+    intra_only = True
     for packet in container.demux(stream):  # in decoding order
         if end is not None and packet.dts is not None and (packet.dts - origin) * seconds >= end:
             break  # a frame is shown at or after it is decoded: no later packet is inside
         if packet.pts is not None and packet.size:
             stamps.add(packet.pts)
+            intra_only &= packet.is_keyframe
     lower = -float("inf") if start is None else start
     upper = float("inf") if end is None else end
     window = sorted(pts for pts in stamps if lower <= (pts - origin) * seconds < upper)
@@ -114,17 +117,29 @@ def _chosen_timestamps(
             raise BadSampleError("corrupt", key, "no timestamped video frame")
         length = f"{container.duration / av.time_base:.2f}" if container.duration else "?"
         raise BadSampleError("bad_field", key, f"no frame in [{start}, {end}) s of {length} s")
-    return [window[i] for i in segment_middles(len(window), num_frames)]
+    return [window[i] for i in segment_middles(len(window), num_frames)], intra_only
 
 
 def _decode_at(
-    container: av.container.InputContainer, stream: av.VideoStream, wanted: set[int]
+    container: av.container.InputContainer,
+    stream: av.VideoStream,
+    wanted: set[int],
+    intra_only: bool,
 ) -> dict[int, Image.Image]:
     """The frames whose timestamps are in ``wanted``, decoded from the keyframe at or
-    before the earliest; decoding stops after the latest."""
+    before the earliest; decoding stops after the latest. In an intra-only stream each
+    frame decodes on its own, so only the wanted packets are decoded."""
     container.seek(min(wanted), stream=stream)  # backward: to the keyframe at or before
     last = max(wanted)
     frames = {}
+    if intra_only:
+        for packet in container.demux(stream):
+            if packet.pts in wanted:
+                frames.update((f.pts, f.to_image()) for f in stream.decode(packet))
+            if packet.pts is not None and packet.pts >= last:
+                break
+        frames.update((f.pts, f.to_image()) for f in stream.decode(None))  # held frames
+        return {pts: image for pts, image in frames.items() if pts in wanted}
     for frame in container.decode(stream):  # in presentation order
         if frame.pts in wanted:
             frames[frame.pts] = frame.to_image()
