@@ -1,10 +1,9 @@
 """The frames of one clip, from a video file or a folder of frame images.
 
 A clip becomes ``num_frames`` frames: the middle frame of each of ``num_frames``
-equal segments (TSN's test-time sampling; also the usual choice of video–text
-pretraining on short clips). It is deterministic, so a clip gives the same frames
-on every epoch and rank. A clip with fewer frames than ``num_frames`` repeats
-some, in order.
+equal segments (TSN's test-time sampling). It is deterministic, so a clip gives the
+same frames on every epoch and rank (no random frame jitter for training). A clip
+with fewer frames than ``num_frames`` repeats some, in order.
 
 Video files are read with PyAV (FFmpeg bundled in its wheels). Frames are chosen
 from the timestamps of the packets between ``start`` and ``end`` first, without
