@@ -14,7 +14,7 @@ from typing import Any
 
 from vlp.datamodules.formats.decode import MAX_PIXELS, decode_caption
 from vlp.datamodules.formats.shards import Entry, WebDatasetShards
-from vlp.datamodules.formats.video_frames import read_video_frames
+from vlp.datamodules.formats.video_frames import FrameSampling, read_video_frames
 from vlp.datamodules.media_text import MediaTextRecord, MediaTextSource
 from vlp.datamodules.records import BadSampleError, SkippedRecord
 
@@ -36,7 +36,7 @@ class WebDatasetClips(WebDatasetShards, MediaTextSource):
         if num_frames < 1:
             raise ValueError(f"num_frames must be at least 1, got {num_frames}")
         super().__init__(urls, on_error, max_pixels, shuffle_shards, seed)
-        self.num_frames = num_frames
+        self.sampling = FrameSampling(num_frames)  # the segments' middles
 
     def record(self, entry: Entry) -> MediaTextRecord | SkippedRecord:  # type: ignore[override]
         try:
@@ -45,7 +45,7 @@ class WebDatasetClips(WebDatasetShards, MediaTextSource):
             key = f"{entry['__url__']}:{entry['__key__']}"
             video = _video(entry, key)
             caption = decode_caption(_caption(entry, key), key)
-            frames = read_video_frames(video, self.num_frames, key, self.max_pixels)
+            frames = read_video_frames(video, self.sampling, key, self.max_pixels)
         except BadSampleError as error:
             if self.on_error == "raise":
                 raise

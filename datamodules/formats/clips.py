@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from random import Random
 from typing import Any
 
 from vlp.datamodules.formats.decode import MAX_PIXELS, decode_caption
@@ -23,12 +24,14 @@ from vlp.datamodules.formats.fields import require_fields
 from vlp.datamodules.formats.manifest import CsvManifest, JsonlManifest
 from vlp.datamodules.formats.sample import check_on_error
 from vlp.datamodules.formats.video_frames import (
+    FrameSampling,
     folder_frames,
     read_image_frames,
     read_video_frames,
 )
 from vlp.datamodules.media_text import MediaTextRecord, MediaTextSource, Medium
 from vlp.datamodules.records import BadSampleError, SkippedRecord
+from vlp.datamodules.samples import Visit
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class ClipManifest(MediaTextSource):
         path: str | os.PathLike,
         video_root: str | os.PathLike | None = None,
         num_frames: int = 4,
+        jitter_frames: bool = False,
         video_field: str = "video",
         caption_field: str = "caption",
         start_field: str = "start",
@@ -59,7 +63,10 @@ class ClipManifest(MediaTextSource):
         Args:
             path: the manifest, CSV when it ends in ``.csv``, else JSON lines.
             video_root: the folder that video paths are relative to.
-            num_frames: frames per clip, sampled evenly over it.
+            num_frames: frames per clip, one from each of as many equal segments: the
+                middle frame of each.
+            jitter_frames: in training, a random frame of each segment instead (TSN's
+                training sampling), drawn anew on every visit.
             on_error: ``skip`` (count bad rows) or ``raise``.
             max_pixels: frames with more pixels per frame are skipped as ``too_large``.
         """
@@ -68,6 +75,7 @@ class ClipManifest(MediaTextSource):
         self.path = Path(path)
         self.video_root = Path(video_root) if video_root is not None else self.path.parent
         self.num_frames = num_frames
+        self.jitter_frames = jitter_frames
         self.on_error = check_on_error(on_error)
         self.max_pixels = max_pixels
         reader = CsvManifest if self.path.suffix.lower() == ".csv" else JsonlManifest
@@ -89,23 +97,27 @@ class ClipManifest(MediaTextSource):
         try:
             if isinstance(clip, BadSampleError):
                 raise clip
-            frames = self._frames(clip)
+            # a training visit carries its random key: jittered frames that a resumed run
+            # replays; evaluation (a plain index) takes the middles
+            jitter = self.jitter_frames and isinstance(index, Visit)
+            sampling = FrameSampling(self.num_frames, Random(index.key) if jitter else None)
+            frames = self._frames(clip, sampling)
         except BadSampleError as error:
             if self.on_error == "raise":
                 raise
             return SkippedRecord(error.reason, error.key)
         return MediaTextRecord((frames, clip.caption), interleaved=False, key=clip.key)
 
-    def _frames(self, clip: _Clip) -> Medium:
+    def _frames(self, clip: _Clip, sampling: FrameSampling) -> Medium:
         if isinstance(clip.video, Path) and not clip.video.is_dir():
             return read_video_frames(
-                clip.video, self.num_frames, clip.key, self.max_pixels, clip.start, clip.end
+                clip.video, sampling, clip.key, self.max_pixels, clip.start, clip.end
             )
         if clip.start is not None or clip.end is not None:
             detail = "start/end need a video file, not frame images (their times are unknown)"
             raise BadSampleError("bad_field", clip.key, detail)
         frames = clip.video if isinstance(clip.video, list) else folder_frames(clip.video)
-        return read_image_frames(frames, self.num_frames, clip.key, self.max_pixels)
+        return read_image_frames(frames, sampling, clip.key, self.max_pixels)
 
     def _parse(
         self,

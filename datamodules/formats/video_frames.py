@@ -1,9 +1,9 @@
 """The frames of one clip, from a video file or a folder of frame images.
 
-A clip becomes ``num_frames`` frames: the middle frame of each of ``num_frames``
-equal segments (TSN's test-time sampling). It is deterministic, so a clip gives the
-same frames on every epoch and rank (no random frame jitter for training). A clip
-with fewer frames than ``num_frames`` repeats some, in order.
+A clip becomes ``num_frames`` frames, one from each of ``num_frames`` equal
+segments: its middle frame (TSN's test-time sampling), or with a random generator a
+random frame of it (TSN's training sampling). A clip with fewer frames than
+``num_frames`` repeats some, in order.
 
 Video files are read with PyAV (FFmpeg bundled in its wheels). Frames are chosen
 from the timestamps of the packets between ``start`` and ``end`` first, without
@@ -14,7 +14,10 @@ chosen frames are kept.
 from __future__ import annotations
 
 import io
+import random
 import re
+from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import av
@@ -32,6 +35,22 @@ def segment_middles(count: int, num_frames: int) -> list[int]:
     return [int((k + 0.5) * count / num_frames) for k in range(num_frames)]
 
 
+@dataclass(frozen=True)
+class FrameSampling:
+    """Which ``num_frames`` frames of a clip: the segments' middles, or with ``rng`` a
+    random frame of each segment."""
+
+    num_frames: int
+    rng: random.Random | None = None
+
+    def indices(self, count: int) -> list[int]:
+        if self.rng is None:
+            return segment_middles(count, self.num_frames)
+        bounds = [int(k * count / self.num_frames) for k in range(self.num_frames + 1)]
+        # a segment shorter than a frame (count < num_frames) takes the frame it starts in
+        return [self.rng.randrange(low, max(low + 1, high)) for low, high in pairwise(bounds)]
+
+
 def folder_frames(folder: Path) -> list[Path]:
     """The image files of ``folder`` in natural order (``frame_2`` before ``frame_10``)."""
 
@@ -42,23 +61,25 @@ def folder_frames(folder: Path) -> list[Path]:
     return sorted(images, key=natural)
 
 
-def read_image_frames(paths: list[Path], num_frames: int, key: str, max_pixels: int) -> Medium:
-    """``num_frames`` of the frame images ``paths`` (in clip order), decoded."""
+def read_image_frames(
+    paths: list[Path], sampling: FrameSampling, key: str, max_pixels: int
+) -> Medium:
+    """The sampled frames of the frame images ``paths`` (in clip order), decoded."""
     if not paths:
         raise BadSampleError("missing", key, "no frame images")
-    chosen = segment_middles(len(paths), num_frames)
+    chosen = sampling.indices(len(paths))
     return tuple(decode_image(paths[i], key, max_pixels) for i in chosen)
 
 
 def read_video_frames(
     video: Path | bytes,
-    num_frames: int,
+    sampling: FrameSampling,
     key: str,
     max_pixels: int,
     start: float | None = None,
     end: float | None = None,
 ) -> Medium:
-    """``num_frames`` frames of the first video stream of a video file (a path, or its
+    """The sampled frames of the first video stream of a video file (a path, or its
     bytes), within ``[start, end)`` seconds when given, as RGB images."""
     if isinstance(video, Path) and not video.is_file():
         raise BadSampleError("missing", key, f"no file at {video}")
@@ -70,7 +91,7 @@ def read_video_frames(
             if stream.width * stream.height > max_pixels:
                 detail = f"{stream.width}x{stream.height} > max_pixels={max_pixels}"
                 raise BadSampleError("too_large", key, detail)
-            wanted, intra_only = _chosen_timestamps(container, stream, num_frames, key, start, end)
+            wanted, intra_only = _chosen_timestamps(container, stream, sampling, key, start, end)
             decoded = _decode_at(container, stream, set(wanted), intra_only)
     except BadSampleError:
         raise
@@ -85,7 +106,7 @@ def read_video_frames(
 def _chosen_timestamps(
     container: av.container.InputContainer,
     stream: av.VideoStream,
-    num_frames: int,
+    sampling: FrameSampling,
     key: str,
     start: float | None,
     end: float | None,
@@ -116,7 +137,7 @@ def _chosen_timestamps(
             raise BadSampleError("corrupt", key, "no timestamped video frame")
         length = f"{container.duration / av.time_base:.2f}" if container.duration else "?"
         raise BadSampleError("bad_field", key, f"no frame in [{start}, {end}) s of {length} s")
-    return [window[i] for i in segment_middles(len(window), num_frames)], intra_only
+    return [window[i] for i in sampling.indices(len(window))], intra_only
 
 
 def _decode_at(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from random import Random
 
 import av
 import pytest
@@ -12,8 +13,9 @@ import torch
 from tests.datamodules.formats.videos import levels, solid, write_video
 from tests.objectives.flamingo_tiny import tiny_data, tiny_flamingo, tiny_model
 from vlp.datamodules.formats.clips import ClipManifest
-from vlp.datamodules.formats.video_frames import segment_middles
+from vlp.datamodules.formats.video_frames import FrameSampling, segment_middles
 from vlp.datamodules.records import BadSampleError, SkippedRecord
+from vlp.datamodules.samples import Visit
 from vlp.datamodules.synthetic.media_text import SyntheticClips
 
 
@@ -28,6 +30,36 @@ def test_segment_middles_by_hand():
     assert segment_middles(4, 4) == [0, 1, 2, 3]
     assert segment_middles(2, 4) == [0, 0, 1, 1]  # a short clip repeats frames, in order
     assert segment_middles(7, 1) == [3]
+
+
+def test_jittered_sampling_takes_one_frame_of_each_segment():
+    # 10 frames in 4 parts: [0, 2), [2, 5), [5, 7), [7, 10)
+    draws = [FrameSampling(4, Random(seed)).indices(10) for seed in range(200)]
+    for segment, (low, high) in enumerate([(0, 2), (2, 5), (5, 7), (7, 10)]):
+        assert {draw[segment] for draw in draws} == set(range(low, high))
+    assert FrameSampling(4, Random(3)).indices(10) == FrameSampling(4, Random(3)).indices(10)
+    short = {tuple(FrameSampling(4, Random(seed)).indices(2)) for seed in range(20)}
+    assert short == {(0, 0, 1, 1)}  # each segment shorter than a frame: the frame it is in
+
+
+def test_training_visits_jitter_frames_and_evaluation_takes_the_middles(tmp_path):
+    write_video(tmp_path / "a.mkv", [solid(10 * k) for k in range(12)])
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for k in range(12):
+        solid(10 * k).save(folder / f"{k}.png")
+    rows = [{"video": "a.mkv", "caption": "file"}, {"video": "frames", "caption": "folder"}]
+    manifest = write_manifest(tmp_path / "clips.jsonl", rows)
+    source = ClipManifest(manifest, num_frames=3, jitter_frames=True)
+    for index in range(2):
+        assert levels(source[index]) == [20, 60, 100]  # frames 2, 6, 10: the middles
+        visits = [levels(source[Visit(index, key)]) for key in range(40)]
+        for frames in visits:  # segments [0, 4), [4, 8), [8, 12)
+            assert [level // 40 for level in frames] == [0, 1, 2]
+        assert len({tuple(frames) for frames in visits}) > 10
+        assert levels(source[Visit(index, 7)]) == levels(source[Visit(index, 7)])
+    fixed = ClipManifest(manifest, num_frames=3)
+    assert levels(fixed[Visit(0, 7)]) == [20, 60, 100]
 
 
 def test_video_files_give_the_middle_frame_of_each_segment_within_start_end(tmp_path):
