@@ -43,6 +43,14 @@ class _Clip:
     key: str  # "manifest:line", with "#k" for the k-th caption of a row
 
 
+@dataclass(frozen=True)
+class _Fields:
+    video: str
+    caption: str
+    start: str
+    end: str
+
+
 class ClipManifest(MediaTextSource):
     """Map-style clips, parsed up front and decoded on access."""
 
@@ -81,13 +89,12 @@ class ClipManifest(MediaTextSource):
         reader = CsvManifest if self.path.suffix.lower() == ".csv" else JsonlManifest
         found, rows = reader.read_rows(self.path)
         require_fields(self.path, {"video": video_field, "caption": caption_field}, found)
+        fields = _Fields(video_field, caption_field, start_field, end_field)
         self.clips: list[_Clip | BadSampleError] = []
         for key, row in rows:
-            if isinstance(row, BadSampleError):
-                self.clips.append(row)
-                continue
-            fields = (video_field, caption_field, start_field, end_field)
-            self.clips.extend(self._parse(row, key, *fields))
+            self.clips.extend(
+                [row] if isinstance(row, BadSampleError) else self._parse(row, key, fields)
+            )
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -120,26 +127,19 @@ class ClipManifest(MediaTextSource):
         return read_image_frames(frames, sampling, clip.key, self.max_pixels)
 
     def _parse(
-        self,
-        row: dict[str, Any],
-        key: str,
-        video_field: str,
-        caption_field: str,
-        start_field: str,
-        end_field: str,
+        self, row: dict[str, Any], key: str, fields: _Fields
     ) -> list[_Clip | BadSampleError]:
         """One clip per caption of the row, or the row's one error."""
         try:
-            video = self._video(row.get(video_field), key, video_field)
-            start = _seconds(row.get(start_field), key, start_field)
-            end = _seconds(row.get(end_field), key, end_field)
+            video = self._video(row.get(fields.video), key, fields.video)
+            start = _seconds(row.get(fields.start), key, fields.start)
+            end = _seconds(row.get(fields.end), key, fields.end)
             if start is not None and end is not None and end <= start:
-                raise BadSampleError(
-                    "bad_field", key, f"{end_field}={end} <= {start_field}={start}"
-                )
+                detail = f"{fields.end}={end} <= {fields.start}={start}"
+                raise BadSampleError("bad_field", key, detail)
         except BadSampleError as error:
             return [error]
-        raws = row.get(caption_field)
+        raws = row.get(fields.caption)
         captions = raws if isinstance(raws, list) else [raws]
         clips: list[_Clip | BadSampleError] = []
         for k, raw in enumerate(captions):

@@ -159,7 +159,7 @@ def _decode_at(
             if packet.pts is not None and packet.pts >= last:
                 break
         frames.update((f.pts, f.to_image()) for f in stream.decode(None))  # held frames
-        return {pts: image for pts, image in frames.items() if pts in wanted}
+        return frames
     for frame in container.decode(stream):  # in presentation order
         if frame.pts in wanted:
             frames[frame.pts] = frame.to_image()
