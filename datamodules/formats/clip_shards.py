@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from vlp.datamodules.formats.decode import MAX_PIXELS, decode_caption
+from vlp.datamodules.formats.sample import skip_or_raise
 from vlp.datamodules.formats.shards import Entry, WebDatasetShards
 from vlp.datamodules.formats.video_frames import FrameSampling, read_video_frames
 from vlp.datamodules.media_text import MediaTextRecord, MediaTextSource
@@ -47,9 +48,7 @@ class WebDatasetClips(WebDatasetShards, MediaTextSource):
             caption = decode_caption(_caption(entry, key), key)
             frames = read_video_frames(video, self.sampling, key, self.max_pixels)
         except BadSampleError as error:
-            if self.on_error == "raise":
-                raise
-            return SkippedRecord(error.reason, error.key)
+            return skip_or_raise(error, self.on_error)
         return MediaTextRecord((frames, caption), interleaved=False, key=key)
 
     def is_whole(self, entry: dict[str, Any]) -> bool:

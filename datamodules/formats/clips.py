@@ -22,7 +22,7 @@ from typing import Any
 from vlp.datamodules.formats.decode import MAX_PIXELS, decode_caption
 from vlp.datamodules.formats.fields import require_fields
 from vlp.datamodules.formats.manifest import CsvManifest, JsonlManifest
-from vlp.datamodules.formats.sample import check_on_error
+from vlp.datamodules.formats.sample import check_on_error, skip_or_raise
 from vlp.datamodules.formats.video_frames import (
     FrameSampling,
     folder_frames,
@@ -110,9 +110,7 @@ class ClipManifest(MediaTextSource):
             sampling = FrameSampling(self.num_frames, Random(index.key) if jitter else None)
             frames = self._frames(clip, sampling)
         except BadSampleError as error:
-            if self.on_error == "raise":
-                raise
-            return SkippedRecord(error.reason, error.key)
+            return skip_or_raise(error, self.on_error)
         return MediaTextRecord((frames, clip.caption), interleaved=False, key=clip.key)
 
     def _frames(self, clip: _Clip, sampling: FrameSampling) -> Medium:

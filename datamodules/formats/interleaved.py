@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from vlp.datamodules.formats.decode import MAX_PIXELS, decode_image
-from vlp.datamodules.formats.sample import check_on_error
+from vlp.datamodules.formats.sample import check_on_error, skip_or_raise
 from vlp.datamodules.media_text import MediaTextRecord, MediaTextSource
 from vlp.datamodules.records import BadSampleError, SkippedRecord
 
@@ -66,9 +66,7 @@ class InterleavedJsonl(MediaTextSource):
                 for part in document
             )
         except BadSampleError as error:
-            if self.on_error == "raise":
-                raise
-            return SkippedRecord(error.reason, error.key)
+            return skip_or_raise(error, self.on_error)
         return MediaTextRecord(segments, interleaved=True, key=key)
 
     def _parse(self, line: bytes, key: str) -> RawLayout | BadSampleError:

@@ -50,6 +50,13 @@ def check_on_error(on_error: str) -> str:
     return on_error
 
 
+def skip_or_raise(error: BadSampleError, on_error: str) -> SkippedRecord:
+    """``error`` as a counted skip, or raised again when ``on_error`` is ``"raise"``."""
+    if on_error == "raise":
+        raise error
+    return SkippedRecord(error.reason, error.key)
+
+
 def materialise(
     sample: RawSample | BadSampleError, on_error: str, max_pixels: int = MAX_PIXELS
 ) -> ImageTextRecord | SkippedRecord:
@@ -64,8 +71,6 @@ def materialise(
         captions, dropped = decode_captions(sample.captions, sample.key)
         image = decode_image(sample.image, sample.key, max_pixels)
     except BadSampleError as error:
-        if on_error == "raise":
-            raise
-        return SkippedRecord(error.reason, error.key)
+        return skip_or_raise(error, on_error)
     meta = {**sample.meta, "dropped_captions": dropped} if dropped else dict(sample.meta)
     return ImageTextRecord(image, captions, sample.image_id, sample.label, sample.key, meta)
