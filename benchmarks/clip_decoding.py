@@ -16,23 +16,18 @@ import argparse
 import json
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import torch
 from rich.console import Console
 from rich.table import Table
 
+from vlp.datamodules.formats.clip_writers import VIDEO_CODECS, write_video
 from vlp.datamodules.formats.clips import ClipManifest
 from vlp.datamodules.synthetic.clips import make_clip
 
 FPS = 24
-VIDEO_LAYOUTS = {  # name: (file suffix, codec, pixel format)
-    "mp4 (H.264)": ("mp4", "libx264", "yuv420p"),
-    "mkv (FFV1)": ("mkv", "ffv1", "bgr0"),
-    "avi (MJPEG)": ("avi", "mjpeg", "yuvj420p"),
-}
+VIDEO_LAYOUTS = {"mp4 (H.264)": "libx264", "mkv (FFV1)": "ffv1", "avi (MJPEG)": "mjpeg"}
 
 
 def write_layouts(out: Path, clips: int, length: int, size: int) -> dict[str, list[dict]]:
@@ -40,15 +35,9 @@ def write_layouts(out: Path, clips: int, length: int, size: int) -> dict[str, li
     rows: dict[str, list[dict]] = {name: [] for name in (*VIDEO_LAYOUTS, "jpeg folder")}
     for index in range(clips):
         clip = make_clip(seed=0, index=index, num_frames=length, image_size=size)
-        for name, (suffix, codec, pix_fmt) in VIDEO_LAYOUTS.items():
-            path = out / f"{index}.{suffix}"
-            with av.open(str(path), "w") as container:
-                stream = container.add_stream(codec, rate=Fraction(FPS))
-                stream.width = stream.height = size
-                stream.pix_fmt = pix_fmt
-                for frame in clip.frames:
-                    container.mux(stream.encode(av.VideoFrame.from_image(frame)))
-                container.mux(stream.encode())
+        for name, codec in VIDEO_LAYOUTS.items():
+            path = out / f"{index}.{VIDEO_CODECS[codec][0]}"
+            write_video(path, clip.frames, FPS, codec)
             rows[name].append({"video": path.name, "caption": clip.caption})
         folder = out / f"{index}_frames"
         folder.mkdir()

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from vlp.data_command import main
+from vlp.datamodules.formats.clip_writers import open_written_clips
 from vlp.datamodules.formats.writers import open_written
 from vlp.datamodules.synthetic import SyntheticScenes
+from vlp.datamodules.synthetic.media_text import SyntheticClips
 
 
 @pytest.mark.parametrize("fmt", ["webdataset", "csv"])
@@ -28,3 +30,20 @@ def test_writes_readable_splits_and_class_names(tmp_path: Path, fmt: str) -> Non
 def test_unknown_format_is_refused(tmp_path: Path) -> None:
     with pytest.raises((ValueError, SystemExit)):
         main(["--out", str(tmp_path), "--format", "parquet"])
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "webdataset"])
+def test_writes_clips_that_read_back_as_the_generator_made_them(tmp_path: Path, fmt: str) -> None:
+    args = ["--out", str(tmp_path), "--media", "clips", "--format", fmt, "--num_frames", "3"]
+    main([*args, "--train", "2", "--val", "1", "--test", "1", "--image_size", "16"])
+    written = {"jsonl": "val/clips.jsonl", "webdataset": "val/shard-{000000..000000}.tar"}[fmt]
+    clips = list(open_written_clips(tmp_path / written, fmt, num_frames=3, on_error="raise"))
+    frames, caption = SyntheticClips("val", 1, num_frames=3, image_size=16)[0].segments
+    assert len(clips) == 1 and clips[0].segments[1] == caption
+    assert [f.tobytes() for f in clips[0].segments[0]] == [f.tobytes() for f in frames]
+    assert not (tmp_path / "classes.json").exists()
+
+
+def test_clips_in_an_image_format_are_refused(tmp_path: Path) -> None:
+    with pytest.raises((ValueError, SystemExit), match="clips are written as"):
+        main(["--out", str(tmp_path), "--media", "clips", "--format", "coco"])

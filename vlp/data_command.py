@@ -1,60 +1,91 @@
-"""``vlp data``: write the embedded synthetic scenes to disk in any supported format.
+"""``vlp data``: write the embedded synthetic data to disk in any supported format.
 
     vlp data --out data/scenes --format jsonl --train 4000 --val 500 --test 1000
+    vlp data --out data/clips --media clips --format webdataset --num_frames 8
 
-Each split goes to ``OUT/<split>/`` and ``OUT/classes.json`` records the
+Each split goes to ``OUT/<split>/``. For scenes, ``OUT/classes.json`` records the
 zero-shot class names and prompt templates (``data.classes_file`` reads it).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 from jsonargparse import auto_cli
 from rich.progress import track
 
+from vlp.datamodules.formats.clip_writers import CLIP_FORMATS, VIDEO_CODECS, write_clips
 from vlp.datamodules.formats.writers import FORMATS, write_records
 from vlp.datamodules.synthetic import CLASS_NAMES, PROMPT_TEMPLATES, SyntheticScenes
+from vlp.datamodules.synthetic.media_text import SyntheticClips
 
 CLASSES_FILE = "classes.json"
+MEDIA = {"scenes": FORMATS, "clips": CLIP_FORMATS}  # media: the formats it can be written in
 
 
 def write_synthetic(
     out: Path,
     format: str = "jsonl",
+    media: str = "scenes",
     train: int = 4000,
     val: int = 500,
     test: int = 1000,
     seed: int = 0,
     image_size: int = 64,
     captions_per_image: int = 5,
+    num_frames: int = 8,
+    codec: str = "ffv1",
     shard_size: int = 1000,
 ) -> dict[str, Path]:
     """Write the train/val/test splits; returns the path each split's reader takes.
 
     Args:
         out: destination folder.
-        format: one of jsonl, csv, coco, karpathy, hf, webdataset.
-        train, val, test: number of images per split.
+        format: scenes: one of jsonl, csv, coco, karpathy, hf, webdataset; clips: jsonl
+            (a manifest of video files) or webdataset (video2dataset shards).
+        media: ``scenes`` (images with captions) or ``clips`` (an object moving).
+        train, val, test: number of images or clips per split.
         seed: generator seed (the same seed always gives the same data).
-        image_size: image side in pixels.
-        captions_per_image: captions written for every image.
-        shard_size: images per shard / sub-folder.
+        image_size: image or frame side in pixels.
+        captions_per_image: captions written for every image (scenes).
+        num_frames: frames per clip, one second each (clips).
+        codec: clips' video codec: ffv1 (lossless), libx264 or mjpeg.
+        shard_size: images or clips per shard / sub-folder.
     """
-    if format not in FORMATS:
-        raise ValueError(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
+    if media not in MEDIA:
+        raise ValueError(f"--media {media!r}: choose one of {', '.join(MEDIA)}")
+    if format not in MEDIA[media]:
+        raise ValueError(f"--format {format!r}: {media} are written as {', '.join(MEDIA[media])}")
+    if media == "clips" and codec not in VIDEO_CODECS:
+        raise ValueError(f"--codec {codec!r}: choose one of {', '.join(VIDEO_CODECS)}")
     written = {}
     for split, count in (("train", train), ("val", val), ("test", test)):
-        scenes = SyntheticScenes(
-            split, count, seed=seed, image_size=image_size, captions_per_image=captions_per_image
-        )
-        records = (scenes[i] for i in track(range(len(scenes)), description=f"writing {split}"))
-        written[split] = write_records(records, Path(out) / split, format, shard_size)
-        print(f"{split}: {count} images -> {written[split]}")
-    classes = {"class_names": list(CLASS_NAMES), "prompt_templates": list(PROMPT_TEMPLATES)}
-    (Path(out) / CLASSES_FILE).write_text(json.dumps(classes, indent=2))
+        if media == "scenes":
+            scenes = SyntheticScenes(
+                split,
+                count,
+                seed=seed,
+                image_size=image_size,
+                captions_per_image=captions_per_image,
+            )
+            records = _tracked(scenes, split)
+            written[split] = write_records(records, Path(out) / split, format, shard_size)
+        else:
+            clips = SyntheticClips(split, count, seed, num_frames, image_size)
+            written[split] = write_clips(
+                _tracked(clips, split), Path(out) / split, format, codec, 1, shard_size
+            )
+        print(f"{split}: {count} {media} -> {written[split]}")
+    if media == "scenes":
+        classes = {"class_names": list(CLASS_NAMES), "prompt_templates": list(PROMPT_TEMPLATES)}
+        (Path(out) / CLASSES_FILE).write_text(json.dumps(classes, indent=2))
     return written
+
+
+def _tracked(source: SyntheticScenes | SyntheticClips, split: str) -> Iterable:
+    return (source[i] for i in track(range(len(source)), description=f"writing {split}"))
 
 
 def main(args: list[str] | None = None) -> None:

@@ -8,15 +8,13 @@ import tarfile
 from pathlib import Path
 
 import pytest
-import torch
 
-from tests.datamodules.formats.videos import levels, solid, write_video
-from tests.objectives.flamingo_tiny import tiny_data, tiny_flamingo, tiny_model
+from tests.datamodules.formats.videos import levels, solid
 from vlp.datamodules.formats.clip_shards import WebDatasetClips
+from vlp.datamodules.formats.clip_writers import write_video
 from vlp.datamodules.formats.split import current_consumer
 from vlp.datamodules.media_text import as_media_samples
 from vlp.datamodules.records import SkippedRecord
-from vlp.datamodules.synthetic.media_text import SyntheticClips
 
 
 def write_shard(path: Path, members: list[tuple[str, bytes]]) -> str:
@@ -90,22 +88,3 @@ def test_a_cut_shard_keeps_its_whole_clips_and_counts_the_cut(tmp_path, cut_in_v
     records = list(WebDatasetClips(str(shard), num_frames=1))
     assert [r.segments[1] for r in records[:1]] == ["whole"]
     assert records[1:] == [SkippedRecord("corrupt", str(shard))]
-
-
-def test_shard_clips_train_as_the_generated_clips(tmp_path):
-    generated = SyntheticClips("train", 2, num_frames=3, image_size=32)
-    members = []
-    for i in range(len(generated)):
-        frames, caption = generated[i].segments
-        video = write_video(tmp_path / f"{i}.mkv", list(frames)).read_bytes()
-        members += [(f"{i:03d}.mkv", video), (f"{i:03d}.txt", caption.encode())]
-    shard = write_shard(tmp_path / "clips.tar", members)
-    model = tiny_model([tiny_flamingo()])
-    batches = []
-    for source in (generated, WebDatasetClips(shard, num_frames=3)):
-        data = tiny_data(model, train=source, shuffle=False)
-        data.batch_size = 2
-        batches.append(next(iter(data.train_dataloader())))
-    expected, got = batches
-    assert torch.equal(got["media"], expected["media"])
-    assert torch.equal(got["lm_ids"], expected["lm_ids"])
