@@ -5,11 +5,15 @@ its caption, ``{key}.txt`` or the ``caption`` of ``{key}.json``. Shards are read
 across ranks and workers, shuffled and resumed as image–text shards are
 (:class:`~vlp.datamodules.formats.shards.WebDatasetShards`); each clip becomes
 ``num_frames`` frames (``video_frames``) with its caption, for the LM objective.
+
+A stream reads each clip once per epoch, so ``jitter_frames`` draws a clip's frames from
+(seed, epoch, key): a new draw each epoch, the same one when a resumed run replays it.
 """
 
 from __future__ import annotations
 
 import json
+from random import Random
 from typing import Any
 
 from vlp.datamodules.formats.decode import MAX_PIXELS, decode_caption
@@ -29,6 +33,7 @@ class WebDatasetClips(WebDatasetShards, MediaTextSource):
         self,
         urls: str | list[str],
         num_frames: int = 4,
+        jitter_frames: bool = False,
         on_error: str = "skip",
         max_pixels: int = MAX_PIXELS,
         shuffle_shards: bool = False,
@@ -37,7 +42,8 @@ class WebDatasetClips(WebDatasetShards, MediaTextSource):
         if num_frames < 1:
             raise ValueError(f"num_frames must be at least 1, got {num_frames}")
         super().__init__(urls, on_error, max_pixels, shuffle_shards, seed)
-        self.sampling = FrameSampling(num_frames)  # the segments' middles
+        self.num_frames = num_frames
+        self.jitter_frames = jitter_frames
 
     def record(self, entry: Entry) -> MediaTextRecord | SkippedRecord:  # type: ignore[override]
         try:
@@ -46,10 +52,15 @@ class WebDatasetClips(WebDatasetShards, MediaTextSource):
             key = f"{entry['__url__']}:{entry['__key__']}"
             video = _video(entry, key)
             caption = decode_caption(_caption(entry, key), key)
-            frames = read_video_frames(video, self.sampling, key, self.max_pixels)
+            frames = read_video_frames(video, self._sampling(key), key, self.max_pixels)
         except BadSampleError as error:
             return skip_or_raise(error, self.on_error)
         return MediaTextRecord((frames, caption), interleaved=False, key=key)
+
+    def _sampling(self, key: str) -> FrameSampling:
+        """The segments' middles, or (for a training stream) a random frame of each."""
+        rng = Random(f"{self.seed}:{self.epoch}:{key}") if self.jitter_frames else None
+        return FrameSampling(self.num_frames, rng)
 
     def is_whole(self, entry: dict[str, Any]) -> bool:
         return any(s in entry for s in VIDEO_SUFFIXES) and ("txt" in entry or "json" in entry)

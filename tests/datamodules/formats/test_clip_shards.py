@@ -73,6 +73,25 @@ def test_consumers_share_the_clips_and_the_loader_reaches_the_source(tmp_path):
     assert source.epoch == 3 and samples.can_start_part_way
 
 
+def test_jittered_shard_clips_draw_anew_each_epoch_and_replay_within_one(tmp_path):
+    members = []
+    for k in range(4):  # 12 frames each: segments [0, 4), [4, 8), [8, 12)
+        members += [(f"{k}.mkv", clip_bytes(tmp_path, 0, count=12)), (f"{k}.txt", b"c")]
+    shard = write_shard(tmp_path / "0.tar", members)
+    assert [levels(r) for r in WebDatasetClips(shard, num_frames=3)] == [[20, 60, 100]] * 4
+
+    def epoch(number: int) -> list[list[int]]:
+        source = WebDatasetClips(shard, num_frames=3, jitter_frames=True, seed=5)
+        source.set_epoch(number)
+        return [levels(record) for record in source]
+
+    draws = [epoch(number) for number in range(6)]
+    for frames in (clip for clips in draws for clip in clips):
+        assert [level // 40 for level in frames] == [0, 1, 2]  # one frame of each segment
+    assert len({tuple(clip) for clips in draws for clip in clips}) > 6  # clips and epochs differ
+    assert epoch(3) == draws[3]  # a resumed epoch reads what the first reading did
+
+
 @pytest.mark.parametrize("cut_in_video", [True, False])
 def test_a_cut_shard_keeps_its_whole_clips_and_counts_the_cut(tmp_path, cut_in_video):
     shard = tmp_path / "cut.tar"
