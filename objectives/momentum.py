@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vlp.distributed import rank_offset
 from vlp.encoders import Encoders
 from vlp.objectives.contrastive import Contrastive, positive_targets, soft_cross_entropy
 from vlp.queues import FeatureQueue
@@ -121,7 +120,7 @@ class MomentumContrastive(Contrastive):
         queued_images, queue_ids = self.image_queue.contents()
         queued_texts, _ = self.text_queue.contents()
         key_ids = torch.cat([all_ids, queue_ids])
-        offset = rank_offset(ids.shape[0], ids.device)
+        offset = step.rank_offset()
         if self.image_id_positives:
             targets = positive_targets(ids, key_ids)
         else:

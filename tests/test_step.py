@@ -74,3 +74,26 @@ def test_two_objectives_share_one_encoding(tiny_vision, tiny_text) -> None:
     for objective in objectives:
         objective(step)
     assert calls["n"] == 1
+
+
+def test_a_steps_gathers_share_one_sync_of_the_ranks_batch_sizes(monkeypatch) -> None:
+    """Each sync is a collective and a host–device round trip: once per step, not per gather."""
+    syncs = []
+
+    def rank_rows(rows, device):
+        syncs.append(rows)
+        return [rows]
+
+    monkeypatch.setattr("vlp.step.rank_rows", rank_rows)
+    encoders, _ = counting_encoders()
+    step = Step({"image_ids": torch.tensor([4, 5, 6])}, encoders, {})
+    features = torch.rand(3, 2, requires_grad=True)
+    gathered, offset = step.gather(features)
+    assert torch.equal(gathered, features) and offset == 0
+    assert torch.equal(step.gather_no_grad(step.image_ids), step.image_ids)
+    assert step.rank_offset() == 0
+    assert syncs == [3]
+    with pytest.raises(ValueError, match="one row per batch row"):
+        step.gather_no_grad(torch.rand(2, 2))
+    Step({"image_ids": torch.tensor([1])}, encoders, {}).gather_no_grad(torch.rand(1))
+    assert syncs == [3, 1]  # a new step syncs again

@@ -22,8 +22,12 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
-def _sizes(x: Tensor, world_size: int) -> list[int]:
-    size = torch.tensor([x.shape[0]], device=x.device)
+def rank_rows(rows: int, device: torch.device) -> list[int]:
+    """Every rank's ``rows``, in rank order: one small collective, one host sync."""
+    _, world_size = world()
+    if world_size == 1:
+        return [rows]
+    size = torch.tensor([rows], device=device)
     sizes = [torch.zeros_like(size) for _ in range(world_size)]
     dist.all_gather(sizes, size)
     return [int(s) for s in sizes]
@@ -35,37 +39,31 @@ def _pad(x: Tensor, length: int) -> Tensor:
     return torch.cat([x, x.new_zeros((length - x.shape[0], *x.shape[1:]))])
 
 
-def gather_with_grad(x: Tensor) -> tuple[Tensor, int]:
+def gather_with_grad(x: Tensor, sizes: list[int] | None = None) -> tuple[Tensor, int]:
     """All ranks' rows concatenated in rank order, and where this rank's rows start.
 
     The backward pass sums every rank's gradient into the owner of each row, so
     a loss over local rows × all columns gives exactly the gradients of the
     global-batch loss once DDP averages them (the open_clip
     ``local_loss + gather_with_grad`` mode, ``shared/specs/frameworks.md`` §2).
+    ``sizes``: every rank's rows when the caller knows them (:func:`rank_rows`).
     """
     rank, world_size = world()
     if world_size == 1:
         return x, 0
-    sizes = _sizes(x, world_size)
+    sizes = sizes or rank_rows(x.shape[0], x.device)
     parts = dist_fn.all_gather(_pad(x, max(sizes)))
     return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)]), sum(sizes[:rank])
 
 
-def rank_offset(rows: int, device: torch.device) -> int:
-    """Where this rank's ``rows`` start in a rank-ordered gather."""
-    rank, world_size = world()
-    if world_size == 1:
-        return 0
-    return sum(_sizes(torch.empty(rows, device=device), world_size)[:rank])
-
-
 @torch.no_grad()
-def gather_no_grad(x: Tensor) -> Tensor:
-    """All ranks' rows concatenated in rank order, outside autograd (queues, metrics)."""
+def gather_no_grad(x: Tensor, sizes: list[int] | None = None) -> Tensor:
+    """All ranks' rows concatenated in rank order, outside autograd (queues, metrics);
+    ``sizes`` as for :func:`gather_with_grad`."""
     _, world_size = world()
     if world_size == 1:
         return x
-    sizes = _sizes(x, world_size)
+    sizes = sizes or rank_rows(x.shape[0], x.device)
     parts = [torch.empty_like(_pad(x, max(sizes))) for _ in range(world_size)]
     dist.all_gather(parts, _pad(x, max(sizes)).contiguous())
     return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)])
@@ -79,8 +77,11 @@ def global_mean(total: Tensor, count: int | Tensor) -> Tensor:
     exactly the global batch's mean, as one process on the whole batch would.
     A zero count everywhere gives 0 with the graph kept.
     """
-    count = torch.as_tensor(count, device=total.device).reshape(1)
-    return total * world()[1] / gather_no_grad(count).sum().clamp_min(1)
+    count = torch.as_tensor(count, device=total.device).detach().reshape(1).clone()
+    _, world_size = world()
+    if world_size > 1:
+        dist.all_reduce(count)
+    return total * world_size / count.sum().clamp_min(1)
 
 
 def any_rank(flag: bool, device: torch.device) -> bool:

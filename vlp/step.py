@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from torch import Tensor
 
-from vlp.distributed import gather_no_grad, gather_with_grad
+from vlp.distributed import gather_no_grad, gather_with_grad, rank_rows, world
 from vlp.encoders import Encoders
 from vlp.encoding import Encoding
 from vlp.teachers import EMATeacher, TeacherSpec
@@ -25,9 +25,6 @@ class Step:
     Two objectives asking for ``step.image()`` get the same tensors, so the
     vision tower runs once per step however many objectives are configured.
     """
-
-    gather = staticmethod(gather_with_grad)
-    gather_no_grad = staticmethod(gather_no_grad)
 
     def __init__(
         self,
@@ -157,3 +154,27 @@ class Step:
     @property
     def image_ids(self) -> Tensor:
         return self.field("image_ids")
+
+    def gather(self, rows: Tensor) -> tuple[Tensor, int]:
+        """Every rank's ``rows`` (one per batch row), with gradients, and where this rank's
+        start: :func:`~vlp.distributed.gather_with_grad`."""
+        return gather_with_grad(rows, self._rank_rows(rows))
+
+    def gather_no_grad(self, rows: Tensor) -> Tensor:
+        """Every rank's ``rows`` (one per batch row), without gradients."""
+        return gather_no_grad(rows, self._rank_rows(rows))
+
+    def rank_offset(self) -> int:
+        """Where this rank's batch rows start among every rank's."""
+        rank, _ = world()
+        return sum(self._rank_rows(self.image_ids)[:rank])
+
+    def _rank_rows(self, rows: Tensor) -> list[int]:
+        """Every rank's batch size, synced once per step for all the step's gathers (each
+        sync is a collective and a host–device round trip)."""
+        batch_rows = self.image_ids.shape[0]
+        if rows.shape[0] != batch_rows:
+            raise ValueError(
+                f"step gathers take one row per batch row ({batch_rows}), got {rows.shape[0]}"
+            )
+        return self.cached("rank_rows", lambda: rank_rows(batch_rows, self.image_ids.device))
