@@ -16,6 +16,7 @@ from vlp.evaluation.rerank import (
     fusion_scorer,
     itm_reranked_recall,
     reranked_scores,
+    top_candidates,
 )
 from vlp.evaluation.retrieval import retrieval_recall
 from vlp.module import VLPModule
@@ -59,7 +60,8 @@ def test_matches_brute_force_reranking(seed: int, k: int) -> None:
         scored.extend(zip(images.tolist(), texts.tolist(), strict=True))
         return itm[images, texts]
 
-    i2t_scores, t2i_scores = reranked_scores(similarity, k, score_pairs)
+    match = IMAGE_IDS[:, None] == TEXT_IMAGE_IDS[None, :]
+    i2t_scores, t2i_scores = reranked_scores(similarity, match, k, score_pairs)
     expected_i2t, expected_t2i = brute_force_rankings(similarity, itm, k)
     assert i2t_scores.argsort(1, descending=True).tolist() == expected_i2t
     assert t2i_scores.T.argsort(1, descending=True).tolist() == expected_t2i
@@ -79,6 +81,23 @@ def test_reranking_one_candidate_keeps_contrastive_recall() -> None:
         similarity, IMAGE_IDS, TEXT_IMAGE_IDS, 1, lambda i, t: -100 * torch.ones(len(i))
     )
     assert reranked == retrieval_recall(similarity, IMAGE_IDS, TEXT_IMAGE_IDS)
+
+
+def test_candidates_tied_at_the_kth_score_are_chosen_against_the_query() -> None:
+    # image 0's true text (index 3) ties with wrong texts 1 and 4 for the last of 2 places
+    similarity = torch.tensor([[0.1, 0.5, 0.9, 0.5, 0.5]])
+    match = torch.tensor([[False, False, False, True, False]])
+    assert top_candidates(similarity, match, 2).tolist() == [[2, 1]]
+    assert top_candidates(similarity, match, 4).tolist() == [[2, 1, 4, 3]]
+    assert top_candidates(similarity, ~match, 3).tolist() == [[2, 3, 1]]  # 3 is the wrong one
+    # a text that every image scores alike: its wrong images go first, whatever their index
+    images = torch.tensor([20, 21, 22])
+    metrics = itm_reranked_recall(
+        torch.zeros(3, 1), images, torch.tensor([22]), 2, lambda i, t: torch.zeros(len(i))
+    )
+    assert metrics["t2i_r1"] == 0.0  # reranking a candidate set without the true image
+    contrastive = retrieval_recall(torch.zeros(3, 1), images, torch.tensor([22]), ks=(1, 2, 3))
+    assert contrastive["t2i_r2"] == 0.0 and contrastive["t2i_r3"] == 1.0
 
 
 TINY_FUSION = FusionConfig(depth=1, heads=2)

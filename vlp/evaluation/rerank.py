@@ -5,6 +5,10 @@ by the ITM head through the fusion encoder, and likewise the k images of each
 text; everything outside the top k keeps its contrastive order but ranks below
 every re-scored entry. Recall is then read exactly as in ``retrieval.py``.
 
+Candidates tied at the k-th contrastive score are chosen as ``retrieval.py`` reads ties,
+against the query: wrong candidates first, then the lower index. The chosen pairs then
+depend on the scores alone, the same on any device (``topk``'s choice among ties is not).
+
 Memory: the fusion encoder needs token states, so an evaluation epoch keeps
 every image's and caption's last-layer tokens, gathered onto every rank:
 ``(N_images·N_patches + N_texts·L)·D`` elements in the encoders' dtype. For
@@ -30,18 +34,29 @@ from vlp.evaluation.retrieval import retrieval_recall
 PairScorer = Callable[[Tensor, Tensor], Tensor]
 
 
-def reranked_scores(similarity: Tensor, k: int, score_pairs: PairScorer) -> tuple[Tensor, Tensor]:
+def top_candidates(scores: Tensor, match: Tensor, k: int) -> Tensor:
+    """``[Q, k]`` indices of each query's k best candidates (``scores``, ``match``:
+    ``[Q, C]``); among equal scores a wrong candidate comes first, then the lower index."""
+    wrong_first = match.int().argsort(dim=1, stable=True)
+    by_score = scores.gather(1, wrong_first).argsort(dim=1, descending=True, stable=True)
+    return wrong_first.gather(1, by_score)[:, :k]
+
+
+def reranked_scores(
+    similarity: Tensor, match: Tensor, k: int, score_pairs: PairScorer
+) -> tuple[Tensor, Tensor]:
     """``[I, T]`` score matrices for image→text and for text→image ranking.
 
     In the first, row i holds the re-scored top-k texts of image i; in the
     second, column t holds the re-scored top-k images of text t. Each pair is
-    scored once even when it is a candidate in both directions.
+    scored once even when it is a candidate in both directions. ``match`` [I, T]:
+    whether text t describes image i (:func:`top_candidates` breaks ties with it).
     """
     num_images, num_texts = similarity.shape
     rows = torch.arange(num_images, device=similarity.device)
     columns = torch.arange(num_texts, device=similarity.device)
-    i2t_texts = similarity.topk(min(k, num_texts), dim=1).indices  # [I, k]
-    t2i_images = similarity.topk(min(k, num_images), dim=0).indices  # [k, T]
+    i2t_texts = top_candidates(similarity, match, min(k, num_texts))  # [I, k]
+    t2i_images = top_candidates(similarity.T, match.T, min(k, num_images)).T  # [k, T]
     i2t_pairs = (rows[:, None] * num_texts + i2t_texts).flatten()
     t2i_pairs = (t2i_images * num_texts + columns[None, :]).flatten()
     unique, inverse = torch.cat([i2t_pairs, t2i_pairs]).unique(return_inverse=True)
@@ -64,7 +79,8 @@ def itm_reranked_recall(
     ks: tuple[int, ...] = (1, 5, 10),
 ) -> dict[str, float]:
     """``i2t_r{K}``/``t2i_r{K}`` after re-scoring each query's top-k candidates."""
-    i2t, t2i = reranked_scores(similarity, k, score_pairs)
+    match = image_ids[:, None] == text_image_ids[None, :]
+    i2t, t2i = reranked_scores(similarity, match, k, score_pairs)
     i2t_metrics = retrieval_recall(i2t, image_ids, text_image_ids, ks)
     t2i_metrics = retrieval_recall(t2i, image_ids, text_image_ids, ks)
     return {
