@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,17 @@ from lightning.pytorch.utilities import CombinedLoader, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, Sampler
 
+from vlp.datamodules.clip_retrieval import ClipRetrievalCollate, to_clip_sample
 from vlp.datamodules.collate import BatchMasks, Collate, MaskRecipe
 from vlp.datamodules.kshot import KShot
 from vlp.datamodules.lm_text import LMTokenize
 from vlp.datamodules.lockstep import LockstepLoader
-from vlp.datamodules.media_text import MediaTextCollate, MediaTextSource, as_media_samples
+from vlp.datamodules.media_text import (
+    MediaTextCollate,
+    MediaTextSource,
+    as_media_samples,
+    to_media_sample,
+)
 from vlp.datamodules.mixture import DatasetTag, MixturePart, TaggedCollate
 from vlp.datamodules.samples import Views, Visit, as_samples
 from vlp.datamodules.transforms import (
@@ -304,12 +311,19 @@ class VLPDataModule(LightningDataModule):
         return sum(loader.dropped_tail_samples for loader in self._lockstep_loaders)
 
     def _samples(self, source: Dataset, train: bool) -> tuple[Dataset, Callable]:
-        """The samples of ``source`` and how to batch them; LM fields only in training."""
+        """The samples of ``source`` and how to batch them; LM fields only in training.
+
+        Documents and clips train the LM objective; clips are evaluated by retrieval.
+        """
         lm_tokenize = self._lm_tokenize() if train and "lm_text" in self.needs else None
+        if isinstance(source, MediaTextSource) and not train:
+            clips = partial(to_clip_sample, transform=self.eval_transform)
+            return as_media_samples(source, clips), ClipRetrievalCollate(self.tokenize)
         if isinstance(source, MediaTextSource):
             if lm_tokenize is None:
                 raise ValueError("documents and clips train only language-model objectives")
-            return as_media_samples(source, self.eval_transform), MediaTextCollate(lm_tokenize)
+            media = partial(to_media_sample, transform=self.eval_transform)
+            return as_media_samples(source, media), MediaTextCollate(lm_tokenize)
         if train:
             extra = {"images_aug": self.second_view_transform} if "images_aug" in self.needs else {}
             views = Views(self.train_transform, extra)

@@ -36,6 +36,9 @@ class MediaTextRecord:
     segments: tuple[str | Medium, ...]
     interleaved: bool
     key: str = ""
+    #: records sharing it describe one medium (a clip's several captions); evaluation
+    #: retrieves that medium once. Empty: the record's own ``key``.
+    medium_key: str = ""
 
 
 class MediaTextSource(Dataset):
@@ -70,34 +73,35 @@ def to_media_sample(
 
 
 class MediaTextSamples(Dataset):
-    """A map-style :class:`MediaTextSource` seen through :func:`to_media_sample`."""
+    """A map-style :class:`MediaTextSource` with each record ``convert``-ed
+    (:func:`to_media_sample` for training, :func:`to_clip_sample` for evaluation)."""
 
-    def __init__(self, source: Dataset, transform: Callable) -> None:
+    def __init__(self, source: Dataset, convert: Callable) -> None:
         self.source = source
-        self.transform = transform
+        self.convert = convert
 
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, index: int) -> MediaTextSample | SkippedRecord:
-        return to_media_sample(self.source[index], self.transform)
+    def __getitem__(self, index: int) -> Any:
+        return self.convert(self.source[index])
 
 
 class StreamedMediaTextSamples(StreamView):
-    """A streaming :class:`MediaTextSource` seen through :func:`to_media_sample`."""
+    """A streaming :class:`MediaTextSource` with each record ``convert``-ed."""
 
-    def __init__(self, source: IterableDataset, transform: Callable) -> None:
+    def __init__(self, source: IterableDataset, convert: Callable) -> None:
         super().__init__(source)
-        self.transform = transform
+        self.convert = convert
 
-    def __iter__(self) -> Iterator[MediaTextSample | SkippedRecord]:
+    def __iter__(self) -> Iterator[Any]:
         for record in self.source:
-            yield to_media_sample(record, self.transform)
+            yield self.convert(record)
 
 
-def as_media_samples(source: Dataset, transform: Callable) -> Dataset:
+def as_media_samples(source: Dataset, convert: Callable) -> Dataset:
     streaming = isinstance(source, IterableDataset)
-    return (StreamedMediaTextSamples if streaming else MediaTextSamples)(source, transform)
+    return (StreamedMediaTextSamples if streaming else MediaTextSamples)(source, convert)
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ class _Clip:
     start: float | None
     end: float | None
     key: str  # "manifest:line", with "#k" for the k-th caption of a row
+    row_key: str  # "manifest:line": the clip every caption of the row describes
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ class ClipManifest(MediaTextSource):
             frames = self._frames(clip, sampling)
         except BadSampleError as error:
             return skip_or_raise(error, self.on_error)
-        return MediaTextRecord((frames, clip.caption), interleaved=False, key=clip.key)
+        return MediaTextRecord((frames, clip.caption), False, clip.key, medium_key=clip.row_key)
 
     def _frames(self, clip: _Clip, sampling: FrameSampling) -> Medium:
         if isinstance(clip.video, Path) and not clip.video.is_dir():
@@ -143,7 +144,8 @@ class ClipManifest(MediaTextSource):
         for k, raw in enumerate(captions):
             clip_key = key if len(captions) == 1 else f"{key}#{k}"
             try:
-                clips.append(_Clip(video, decode_caption(raw, clip_key), start, end, clip_key))
+                caption = decode_caption(raw, clip_key)
+                clips.append(_Clip(video, caption, start, end, clip_key, key))
             except BadSampleError as error:
                 clips.append(error)
         return clips

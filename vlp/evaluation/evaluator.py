@@ -6,8 +6,9 @@ such as CoOp: of its learned prompts, and ``zeroshot/acc_hand`` of the hand-writ
 templates), and with an ITM objective and a fusion encoder
 ``retrieval_itm/{i2t,t2i}_r{1,5,10}`` (ITM re-ranking); ``compositional/itc_acc`` (and
 ``compositional/itm_acc``) when the data carries hard-negative captions;
-``linear_probe/acc`` of the frozen image features whenever the images have labels,
-whatever the objectives, and ``linear_probe/{name}_acc`` for each attribute the records
+``video_retrieval/{v2t,t2v}_r{1,5,10}`` instead of all these when the split is clips
+(:mod:`vlp.evaluation.video_retrieval`); ``linear_probe/acc`` of the frozen image
+features whenever the images have labels, whatever the objectives, and ``linear_probe/{name}_acc`` for each attribute the records
 carry (the embedded scenes': ``colour``, ``count``); with an objective that writes text
 (Flamingo) ``caption/{cider,bleu4}_{k}shot`` and ``vqa/acc_{k}shot``
 (:mod:`vlp.evaluation.generative`); ``data/skipped_{reason}``, the bad samples the
@@ -31,6 +32,7 @@ from vlp.evaluation.generative import FewShotEvaluation
 from vlp.evaluation.linear_probe import linear_probe_accuracy, probe_features
 from vlp.evaluation.rerank import TokenStore, fusion_scorer, itm_reranked_recall
 from vlp.evaluation.retrieval import retrieval_recall
+from vlp.evaluation.video_retrieval import mean_pooled, video_retrieval_recall
 from vlp.evaluation.zeroshot import class_embeddings, class_prompts, zeroshot_accuracy
 
 if TYPE_CHECKING:
@@ -169,6 +171,8 @@ class Evaluator:
         """What ``vlp predict`` writes: the embeddings when an objective defines the shared
         space, and ``generations`` (captions, answers) when an objective writes text; nothing
         for a batch whose every sample was bad."""
+        if "clips" in batch:
+            raise ValueError("vlp predict writes images' embeddings; clips are for validate/test")
         if len(batch["images"]) == 0:
             return {}
         out: dict[str, Any] = {} if self.embedder is None else self.embed(batch)
@@ -183,6 +187,9 @@ class Evaluator:
     def add(self, batch: dict[str, Any]) -> None:
         """One evaluation batch; one whose every sample was bad only adds to the skip counts."""
         self._skipped.update(batch.get("skipped", {}))
+        if "clips" in batch:
+            self._add_parts(self._clip_parts(batch))
+            return
         if len(batch["images"]) == 0:
             return
         self._record_attributes(batch)
@@ -211,6 +218,25 @@ class Evaluator:
         self._add_parts(parts)
         if self.rerank_k > 0:
             self._tokens.add(image, text)
+
+    def _clip_parts(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """Mean-pooled clip embeddings and their captions' (``video_retrieval``)."""
+        embedder = self.embedder
+        if embedder is None:
+            raise ValueError(
+                "clips are evaluated by video–text retrieval in an image–text embedding: "
+                "add an objective that defines one (e.g. ITC)"
+            )
+        clips = batch["clips"]
+        frames = self._model.encoders.vision(clips.flatten(0, 1))
+        per_frame = embedder.embed_image(frames).unflatten(0, clips.shape[:2])
+        text = self._model.encoders.text(batch["text_ids"], batch["text_mask"])
+        return {
+            "clip_embeddings": mean_pooled(per_frame),
+            "clip_ids": batch["clip_ids"],
+            "clip_text_embeddings": embedder.embed_text(text),
+            "text_clip_ids": batch["text_clip_ids"],
+        }
 
     def _probe_parts(self, batch: dict[str, Any], image: Encoding) -> dict[str, Tensor]:
         return {
@@ -247,6 +273,12 @@ class Evaluator:
         metrics = generated | {
             f"data/skipped_{r}": float(n) for r, n in zip(SKIP_REASONS, skipped, strict=True)
         }
+        if "clip_embeddings" in parts:
+            recall = video_retrieval_recall(
+                parts["clip_embeddings"], parts["clip_ids"],
+                parts["clip_text_embeddings"], parts["text_clip_ids"], self.ks,
+            )  # fmt: skip
+            metrics |= {f"video_retrieval/{name}": value for name, value in recall.items()}
         if "labels" not in parts:
             return metrics
         metrics |= _linear_probes(parts, attributes)

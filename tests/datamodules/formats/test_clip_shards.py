@@ -68,7 +68,7 @@ def test_consumers_share_the_clips_and_the_loader_reaches_the_source(tmp_path):
     keys = sorted(r.key for i in range(2) for r in source.iter_as(current_consumer(i, 2, 0, 1)))
     assert keys == sorted(r.key for r in source)
     assert len(keys) == 6
-    samples = as_media_samples(source, transform=lambda image: image)
+    samples = as_media_samples(source, convert=lambda record: record)
     samples.set_epoch(3)  # the training loader calls this each epoch: the shard order follows
     assert source.epoch == 3 and samples.can_start_part_way
 

@@ -1,0 +1,161 @@
+"""Video–text retrieval: clips embedded as their mean-pooled frames, each clip counted once,
+against embeddings computed by hand one frame and one caption at a time."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+
+import pytest
+import torch
+
+from tests.evaluation.test_rerank import tiny_model
+from tests.objectives.flamingo_tiny import tiny_data, tiny_flamingo
+from tests.objectives.flamingo_tiny import tiny_model as tiny_flamingo_model
+from vlp.datamodules.clip_retrieval import ClipRetrievalCollate, to_clip_sample
+from vlp.datamodules.datamodule import EvalShardSampler, VLPDataModule
+from vlp.datamodules.formats.clip_writers import write_video
+from vlp.datamodules.formats.clips import ClipManifest
+from vlp.datamodules.media_text import as_media_samples
+from vlp.datamodules.synthetic.media_text import SyntheticClips, SyntheticDocuments
+from vlp.evaluation.video_retrieval import video_retrieval_recall
+from vlp.objectives.contrastive import Contrastive
+
+
+def test_each_clip_counts_once_however_many_records_carry_its_captions() -> None:
+    clips = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])  # A, A, B, C
+    texts = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [0.6, 0.8]])  # A, A, B, C
+    ids = torch.tensor([7, 7, 3, 9])
+    metrics = video_retrieval_recall(clips, ids, texts, ids, ks=(1, 5))
+    # every clip's best text is one of its own; A's second caption is closer to C (0.96)
+    assert metrics == {"v2t_r1": 1.0, "t2v_r1": 0.75, "v2t_r5": 1.0, "t2v_r5": 1.0}
+
+
+def hand_recall(similarity: torch.Tensor, match: torch.Tensor, k: int) -> float:
+    """Queries (rows) whose best true candidate has fewer than k wrong ones at or above it."""
+    hits = 0
+    for scores, truth in zip(similarity.tolist(), match.tolist(), strict=True):
+        best = max(s for s, t in zip(scores, truth, strict=True) if t)
+        hits += sum(s >= best for s, t in zip(scores, truth, strict=True) if not t) < k
+    return hits / len(similarity)
+
+
+def evaluate(model, source, batch_size: int = 4) -> dict[str, float]:
+    data = VLPDataModule(
+        val=source, batch_size=batch_size, num_workers=0, image_size=32, tokenize=model.tokenize
+    )
+    for batch in data.val_dataloader():
+        model.evaluator.add(batch)
+    return model.evaluator.compute(None, None)
+
+
+@torch.no_grad()
+def test_clip_recall_is_that_of_the_mean_of_each_frames_embedding() -> None:
+    clips = SyntheticClips("val", 6, num_frames=3, image_size=32)
+    model = tiny_model([Contrastive(embed_dim=8)], fusion=None)
+    metrics = evaluate(model, clips)
+    assert {n for n in metrics if not n.startswith("data/")} == {
+        f"video_retrieval/{d}_r{k}" for d in ("v2t", "t2v") for k in (1, 5, 10)
+    }
+    transform, itc = VLPDataModule(image_size=32).eval_transform, model.objectives[0]
+    rows, texts = [], []
+    for i in range(len(clips)):
+        frames, caption = clips[i].segments
+        per_frame = [itc.embed_image(model.encoders.vision(transform(f)[None]))[0] for f in frames]
+        mean = torch.stack(per_frame).mean(0)
+        rows.append(mean / mean.norm())
+        texts.append(itc.embed_text(model.encoders.text(**model.tokenize([caption])))[0])
+    similarity = torch.stack(rows) @ torch.stack(texts).T
+    match = torch.eye(len(clips), dtype=torch.bool)
+    for k in (1, 5):
+        assert metrics[f"video_retrieval/v2t_r{k}"] == pytest.approx(
+            hand_recall(similarity, match, k)
+        )
+        assert metrics[f"video_retrieval/t2v_r{k}"] == pytest.approx(
+            hand_recall(similarity.T, match.T, k)
+        )
+
+
+def test_a_manifest_row_with_several_captions_is_one_clip(tmp_path) -> None:
+    clips = SyntheticClips("val", 2, num_frames=2, image_size=32)
+    for i in range(2):
+        write_video(tmp_path / f"{i}.mkv", clips[i].segments[0])
+    rows = [{"video": "0.mkv", "caption": ["first", "second"]}, {"video": "1.mkv", "caption": "x"}]
+    (tmp_path / "clips.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    source = ClipManifest(tmp_path / "clips.jsonl", num_frames=2, on_error="raise")
+    model = tiny_model([Contrastive(embed_dim=8)], fusion=None)
+    data = VLPDataModule(val=source, batch_size=3, num_workers=0, image_size=32,
+                         tokenize=model.tokenize)  # fmt: skip
+    batch = next(iter(data.val_dataloader()))
+    assert batch["clips"].shape == (3, 2, 3, 32, 32)
+    first, second, other = batch["clip_ids"].tolist()
+    assert first == second != other
+    assert torch.equal(batch["text_clip_ids"], batch["clip_ids"])
+    model.evaluator.add(batch)
+    metrics = model.evaluator.compute(None, None)  # two clips, three captions
+    assert metrics["video_retrieval/v2t_r5"] == 1.0 and metrics["video_retrieval/t2v_r5"] == 1.0
+
+
+def test_bad_clips_are_counted_and_documents_or_a_model_without_an_embedding_refused(
+    tmp_path,
+) -> None:
+    (tmp_path / "clips.jsonl").write_text(json.dumps({"video": "gone.mp4", "caption": "x"}) + "\n")
+    model = tiny_model([Contrastive(embed_dim=8)], fusion=None)
+    metrics = evaluate(model, ClipManifest(tmp_path / "clips.jsonl"))
+    assert metrics["data/skipped_missing"] == 1.0
+    assert not any(name.startswith("video_retrieval/") for name in metrics)
+    flamingo = tiny_flamingo_model([tiny_flamingo()])
+    data = tiny_data(flamingo, val=SyntheticClips("val", 2, num_frames=2, image_size=32))
+    with pytest.raises(ValueError, match="embedding"):
+        flamingo.evaluator.add(next(iter(data.val_dataloader())))
+    document = SyntheticDocuments("val", 1, image_size=32)[0]
+    with pytest.raises(ValueError, match="documents only train"):
+        to_clip_sample(document, transform=lambda image: image)
+
+
+def evaluate_on_rank(rank: int, world_size: int, port: int, out: str) -> None:
+    """Evaluate rank ``rank``'s share of the clips; rank 0 saves the metrics."""
+    import torch.distributed as dist
+    from torch.utils.data import DataLoader
+
+    if world_size > 1:
+        dist.init_process_group(
+            "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size
+        )
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = tiny_model([Contrastive(embed_dim=8)], fusion=None)
+    transform = VLPDataModule(image_size=32).eval_transform
+    samples = as_media_samples(
+        SyntheticClips("val", 7, num_frames=2, image_size=32),
+        partial(to_clip_sample, transform=transform),
+    )
+    loader = DataLoader(
+        samples,
+        batch_size=2,
+        sampler=EvalShardSampler(samples, world_size, rank, shuffle=False),
+        collate_fn=ClipRetrievalCollate(model.tokenize),
+    )
+    for batch in loader:
+        model.evaluator.add(batch)
+    metrics = model.evaluator.compute(None, None)
+    if rank == 0:
+        torch.save(metrics, out)
+    if world_size > 1:
+        dist.destroy_process_group()
+
+
+@pytest.mark.ddp
+def test_two_ranks_give_the_metrics_of_one(tmp_path) -> None:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    evaluate_on_rank(0, 1, port, str(tmp_path / "one.pt"))
+    mp.spawn(evaluate_on_rank, args=(2, port, str(tmp_path / "two.pt")), nprocs=2)
+    one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+    assert "video_retrieval/t2v_r1" in one
+    assert two == pytest.approx(one)
