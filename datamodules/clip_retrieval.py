@@ -52,7 +52,8 @@ def to_clip_sample(
 @dataclass(frozen=True)
 class ClipRetrievalCollate:
     """Batch fields: ``clips`` [B, F, C, H, W], ``clip_ids`` [B], ``text_ids``/``text_mask``
-    [B, L] (each clip's caption), ``text_clip_ids`` [B] and ``skipped``.
+    [B, L] (each clip's caption), ``text_clip_ids`` [B], ``captions`` (each clip's caption
+    in a list, for captioning metrics) and ``skipped``.
 
     A batch whose every clip was bad is :func:`~vlp.datamodules.collate.empty_batch`:
     evaluation only counts its skipped samples.
@@ -74,5 +75,6 @@ class ClipRetrievalCollate:
             "clip_ids": ids,
             "text_clip_ids": ids.clone(),
             **self.tokenize([s.caption for s in samples]),
+            "captions": [[s.caption] for s in samples],  # as image batches: a list per row
             "skipped": skipped,
         }

@@ -200,7 +200,12 @@ class Flamingo(Objective):
         so an image's visual tokens do not depend on its place in a prompt and are
         computed once for every prompt that shows it.
         """
-        return self.resampler(image_tokens[:, None, None])[:, 0]
+        return self.resample_clips(image_tokens[:, None])
+
+    def resample_clips(self, frame_tokens: Tensor) -> Tensor:
+        """Each clip's frames' patch tokens [M, F, N, D] on their own → its visual tokens
+        [M, n, D] (the frames' time embeddings added, as in training)."""
+        return self.resampler(frame_tokens[:, None])[:, 0]
 
     def generate(
         self, visual: Tensor, prompts: Sequence[str], decoding: Decoding = Decoding()

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.evaluation.test_rerank import tiny_model
-from tests.objectives.flamingo_tiny import tiny_data, tiny_flamingo
+from tests.objectives.flamingo_tiny import open_gates, tiny_data, tiny_flamingo
 from tests.objectives.flamingo_tiny import tiny_model as tiny_flamingo_model
 from vlp.datamodules.clip_retrieval import ClipRetrievalCollate, to_clip_sample
 from vlp.datamodules.datamodule import EvalShardSampler, VLPDataModule
@@ -18,8 +18,11 @@ from vlp.datamodules.formats.clip_writers import write_video
 from vlp.datamodules.formats.clips import ClipManifest
 from vlp.datamodules.media_text import as_media_samples
 from vlp.datamodules.synthetic.media_text import SyntheticClips, SyntheticDocuments
+from vlp.evaluation.captioning import bleu, cider_d
+from vlp.evaluation.fewshot import CAPTION
 from vlp.evaluation.video_retrieval import video_retrieval_recall
 from vlp.objectives.contrastive import Contrastive
+from vlp.objectives.data2vec import Data2Vec
 
 
 def test_each_clip_counts_once_however_many_records_carry_its_captions() -> None:
@@ -96,7 +99,7 @@ def test_a_manifest_row_with_several_captions_is_one_clip(tmp_path) -> None:
     assert metrics["video_retrieval/v2t_r5"] == 1.0 and metrics["video_retrieval/t2v_r5"] == 1.0
 
 
-def test_bad_clips_are_counted_and_documents_or_a_model_without_an_embedding_refused(
+def test_bad_clips_are_counted_and_documents_or_a_model_without_a_use_for_clips_refused(
     tmp_path,
 ) -> None:
     (tmp_path / "clips.jsonl").write_text(json.dumps({"video": "gone.mp4", "caption": "x"}) + "\n")
@@ -104,13 +107,44 @@ def test_bad_clips_are_counted_and_documents_or_a_model_without_an_embedding_ref
     metrics = evaluate(model, ClipManifest(tmp_path / "clips.jsonl"))
     assert metrics["data/skipped_missing"] == 1.0
     assert not any(name.startswith("video_retrieval/") for name in metrics)
-    flamingo = tiny_flamingo_model([tiny_flamingo()])
-    data = tiny_data(flamingo, val=SyntheticClips("val", 2, num_frames=2, image_size=32))
+    data2vec = tiny_model([Data2Vec(modality="image")], fusion=None)
+    data = VLPDataModule(val=SyntheticClips("val", 2, num_frames=2, image_size=32),
+                         num_workers=0, image_size=32, tokenize=data2vec.tokenize)  # fmt: skip
     with pytest.raises(ValueError, match="embedding"):
-        flamingo.evaluator.add(next(iter(data.val_dataloader())))
+        data2vec.evaluator.add(next(iter(data.val_dataloader())))
     document = SyntheticDocuments("val", 1, image_size=32)[0]
     with pytest.raises(ValueError, match="documents only train"):
         to_clip_sample(document, transform=lambda image: image)
+
+
+@torch.no_grad()
+def test_flamingo_captions_each_clip_once_against_all_its_captions(tmp_path) -> None:
+    clips = SyntheticClips("val", 2, num_frames=2, image_size=32)
+    model = tiny_flamingo_model([tiny_flamingo()])
+    flamingo = model.objectives[0]
+    open_gates(flamingo)
+    transform = VLPDataModule(image_size=32).eval_transform
+    generated = []
+    for i in range(2):  # each clip alone, its frames in order (FFV1 keeps them exact)
+        frames = torch.stack([transform(f) for f in clips[i].segments[0]])
+        visual = flamingo.resample_clips(model.encoders.vision(frames).tokens[None])
+        generated += flamingo.generate(visual[:, None], [CAPTION.query], flamingo.fewshot.caption)
+        write_video(tmp_path / f"{i}.mkv", clips[i].segments[0])
+    assert all(text.split() for text in generated)
+    # clip 0's captions: its own generation and another text, in two records
+    references = [[generated[0], "a red clip"], ["a blue clip"]]
+    rows = [{"video": f"{i}.mkv", "caption": captions} for i, captions in enumerate(references)]
+    (tmp_path / "clips.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    source = ClipManifest(tmp_path / "clips.jsonl", num_frames=2, on_error="raise")
+    data = tiny_data(model, val=source, batch_size=2)  # the row's captions in two batches
+    for batch in data.val_dataloader():
+        model.evaluator.add(batch)
+    metrics = model.evaluator.compute(None, None)
+    expected = cider_d(generated, references)
+    assert expected > 0  # clip 0 scored once, against both its captions
+    assert metrics["video_caption/cider"] == pytest.approx(expected)
+    assert metrics["video_caption/bleu4"] == pytest.approx(bleu(generated, references))
+    assert not any(name.startswith("video_retrieval/") for name in metrics)
 
 
 def evaluate_on_rank(rank: int, world_size: int, port: int, out: str) -> None:

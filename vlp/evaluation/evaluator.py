@@ -7,7 +7,8 @@ templates), and with an ITM objective and a fusion encoder
 ``retrieval_itm/{i2t,t2i}_r{1,5,10}`` (ITM re-ranking); ``compositional/itc_acc`` (and
 ``compositional/itm_acc``) when the data carries hard-negative captions;
 ``video_retrieval/{v2t,t2v}_r{1,5,10}`` instead of all these when the split is clips
-(:mod:`vlp.evaluation.video_retrieval`); ``linear_probe/acc`` of the frozen image
+(:mod:`vlp.evaluation.video_retrieval`), and ``video_caption/{cider,bleu4}`` with an
+objective that writes text; ``linear_probe/acc`` of the frozen image
 features whenever the images have labels, whatever the objectives, and ``linear_probe/{name}_acc`` for each attribute the records
 carry (the embedded scenes': ``colour``, ``count``); with an objective that writes text
 (Flamingo) ``caption/{cider,bleu4}_{k}shot`` and ``vqa/acc_{k}shot``
@@ -188,7 +189,7 @@ class Evaluator:
         """One evaluation batch; one whose every sample was bad only adds to the skip counts."""
         self._skipped.update(batch.get("skipped", {}))
         if "clips" in batch:
-            self._add_parts(self._clip_parts(batch))
+            self._add_clips(batch)
             return
         if len(batch["images"]) == 0:
             return
@@ -219,24 +220,31 @@ class Evaluator:
         if self.rerank_k > 0:
             self._tokens.add(image, text)
 
-    def _clip_parts(self, batch: dict[str, Any]) -> dict[str, Tensor]:
-        """Mean-pooled clip embeddings and their captions' (``video_retrieval``)."""
-        embedder = self.embedder
-        if embedder is None:
+    def _add_clips(self, batch: dict[str, Any]) -> None:
+        """Clips: retrieval by mean-pooled frame embeddings in the image–text space, and
+        zero-shot captions from an objective that writes text."""
+        embedder, fewshot = self.embedder, self.fewshot
+        if embedder is None and fewshot is None:
             raise ValueError(
-                "clips are evaluated by video–text retrieval in an image–text embedding: "
-                "add an objective that defines one (e.g. ITC)"
+                "clips are evaluated by video–text retrieval in an image–text embedding or by "
+                "captioning: add an objective that defines one (e.g. ITC) or writes text"
             )
         clips = batch["clips"]
         frames = self._model.encoders.vision(clips.flatten(0, 1))
+        if fewshot is not None:
+            fewshot.add_clips(batch, frames.tokens.unflatten(0, clips.shape[:2]))
+        if embedder is None:
+            return
         per_frame = embedder.embed_image(frames).unflatten(0, clips.shape[:2])
         text = self._model.encoders.text(batch["text_ids"], batch["text_mask"])
-        return {
-            "clip_embeddings": mean_pooled(per_frame),
-            "clip_ids": batch["clip_ids"],
-            "clip_text_embeddings": embedder.embed_text(text),
-            "text_clip_ids": batch["text_clip_ids"],
-        }
+        self._add_parts(
+            {
+                "clip_embeddings": mean_pooled(per_frame),
+                "clip_ids": batch["clip_ids"],
+                "clip_text_embeddings": embedder.embed_text(text),
+                "text_clip_ids": batch["text_clip_ids"],
+            }
+        )
 
     def _probe_parts(self, batch: dict[str, Any], image: Encoding) -> dict[str, Tensor]:
         return {

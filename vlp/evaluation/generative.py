@@ -6,7 +6,9 @@ captions) and ``vqa/acc_{k}shot`` (one question per image, chosen by the seed, w
 data has questions). A generator with learned prompts (P-tuning) also writes with its
 templates, scored as ``caption/{cider,bleu4}_ptuned`` and ``vqa/acc_ptuned``. Each rank
 generates for its share of the images; the strings of all ranks are gathered and every
-rank scores the whole corpus, as CIDEr's IDF needs.
+rank scores the whole corpus, as CIDEr's IDF needs. When the split is clips, each clip is
+captioned zero-shot from the caption prompt alone (no support clips), scored once against
+all its captions as ``video_caption/{cider,bleu4}``.
 k-shot prompts with k > 0 need a support set from the training data; without one
 only zero-shot prompts (with no demonstrations) are evaluated.
 """
@@ -49,6 +51,8 @@ class Generator(Protocol):
     fewshot: FewShotConfig
 
     def resample_images(self, image_tokens: Tensor) -> Tensor: ...
+
+    def resample_clips(self, frame_tokens: Tensor) -> Tensor: ...
 
     def generate(self, visual: Tensor, prompts: Sequence[str], decoding: Decoding) -> list[str]: ...
 
@@ -108,6 +112,7 @@ class FewShotEvaluation:
         self._support: Support | None = None
         self._images_done = 0
         self._results: dict[str, list[Result]] = {}
+        self._clip_captions: list[tuple[int, str, str]] = []  # (clip id, generated, reference)
 
     def add(self, batch: dict[str, Any], image: Encoding) -> None:
         """Generate for this batch's images (up to this rank's share of ``max_samples``)."""
@@ -136,6 +141,22 @@ class FewShotEvaluation:
                 self._record(f"vqa/{label}", answers, [[qa["answer"]] for _, qa in asked])
         if hasattr(self.generator, "generate_prompted"):
             self._add_prompted(self.generator, visual, refs, asked)
+
+    def add_clips(self, batch: dict[str, Any], frame_tokens: Tensor) -> None:
+        """Zero-shot captions for this batch's clips from their frames' patch tokens
+        [B, F, N, D] (up to this rank's share of ``max_samples``)."""
+        n = min(len(frame_tokens), self._quota())
+        if n == 0:
+            return
+        self._images_done += n
+        visual = self.generator.resample_clips(frame_tokens[:n])
+        captions = self.generator.generate(
+            visual[:, None], [CAPTION.query] * n, self.config.caption
+        )
+        references = [captions_of_clip[0] for captions_of_clip in batch["captions"][:n]]
+        self._clip_captions.extend(
+            zip(batch["clip_ids"][:n].tolist(), captions, references, strict=True)
+        )
 
     def _prompt_settings(self) -> list[tuple[str, int, int]]:
         """(metric label, demonstrations with images, text-only demonstrations) per prompt kind."""
@@ -260,8 +281,13 @@ class FewShotEvaluation:
     def compute(self) -> dict[str, float]:
         """Metrics over everything generated since the last call, on all ranks; then reset."""
         results = _gathered(self._results)
+        clips = _by_clip([row for part in gather_objects(self._clip_captions) for row in part])
         self._reset()
         metrics = {}
+        if clips:
+            generated, references = zip(*clips, strict=True)
+            metrics["video_caption/cider"] = cider_d(generated, references)
+            metrics["video_caption/bleu4"] = bleu(generated, references)
         for key in sorted(results):
             task, prompts = key.split("/")  # prompts: "{k}shot" or "ptuned"
             generated, references = zip(*results[key], strict=True)
@@ -301,3 +327,12 @@ def _gathered(results: dict[str, list[Result]]) -> dict[str, list[Result]]:
         for key, values in part.items():
             merged.setdefault(key, []).extend(values)
     return merged
+
+
+def _by_clip(rows: list[tuple[int, str, str]]) -> list[Result]:
+    """One (generated, references) per clip: a clip with several captions came as several
+    records, each captioned alike (greedy or seeded decoding); all are its references."""
+    clips: dict[int, Result] = {}
+    for clip, generated, reference in rows:
+        clips.setdefault(clip, (generated, []))[1].append(reference)
+    return list(clips.values())
