@@ -41,7 +41,8 @@ class EmbeddingWriter(_EpochWriter):
     """Concatenates every predict batch and writes ``OUT/embeddings_rank<r>.safetensors``.
 
     Keys: ``image_embeddings``, ``image_ids``, ``labels``, ``text_embeddings``,
-    ``text_image_ids`` (which image each caption belongs to).
+    ``text_image_ids`` (which image each caption belongs to); for clips ``clip_embeddings``
+    (mean-pooled frames), ``clip_ids``, ``clip_text_embeddings`` and ``text_clip_ids``.
     """
 
     def write(self, batches: list[dict[str, Any]], rank: int) -> None:
@@ -59,7 +60,8 @@ class EmbeddingWriter(_EpochWriter):
 class GenerationWriter(_EpochWriter):
     """Writes ``OUT/generations_rank<r>.jsonl``: per image ``{"image_id", "caption",
     "answers": [{"question", "answer"}, ...]}``, a zero-shot caption and an answer to
-    each question the data has for the image (a manifest's ``meta.questions``)."""
+    each question the data has for the image (a manifest's ``meta.questions``); per clip
+    ``{"clip_id", "caption"}``."""
 
     def write(self, batches: list[dict[str, Any]], rank: int) -> None:
         rows = [row for batch in batches for row in batch.get("generations", [])]

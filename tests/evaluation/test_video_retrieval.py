@@ -8,6 +8,7 @@ from functools import partial
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from tests.evaluation.test_rerank import tiny_model
 from tests.objectives.flamingo_tiny import open_gates, tiny_data, tiny_flamingo
@@ -23,6 +24,7 @@ from vlp.evaluation.fewshot import CAPTION
 from vlp.evaluation.video_retrieval import video_retrieval_recall
 from vlp.objectives.contrastive import Contrastive
 from vlp.objectives.data2vec import Data2Vec
+from vlp.prediction_writer import EmbeddingWriter, GenerationWriter
 
 
 def test_each_clip_counts_once_however_many_records_carry_its_captions() -> None:
@@ -193,3 +195,28 @@ def test_two_ranks_give_the_metrics_of_one(tmp_path) -> None:
     one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
     assert "video_retrieval/t2v_r1" in one
     assert two == pytest.approx(one)
+
+
+@torch.no_grad()
+def test_predict_writes_each_clips_embedding_and_caption(tmp_path) -> None:
+    clips = SyntheticClips("val", 3, num_frames=2, image_size=32)
+    model = tiny_flamingo_model([tiny_flamingo(), Contrastive(embed_dim=8)])
+    flamingo, itc = model.objectives
+    open_gates(flamingo)
+    data = tiny_data(model, predict=clips, batch_size=3)
+    predicted = model.evaluator.predict(next(iter(data.predict_dataloader())))
+    EmbeddingWriter(str(tmp_path)).write([predicted], rank=0)
+    GenerationWriter(str(tmp_path)).write([predicted], rank=0)
+    written = load_file(tmp_path / "embeddings_rank0.safetensors")
+    lines = (tmp_path / "generations_rank0.jsonl").read_text().splitlines()
+    generations = [json.loads(line) for line in lines]
+    assert written["clip_ids"].tolist() == [g["clip_id"] for g in generations]
+    assert written["text_clip_ids"].tolist() == written["clip_ids"].tolist()
+    for i in range(3):  # each clip alone, one frame at a time
+        frames = [data.eval_transform(f)[None] for f in clips[i].segments[0]]
+        mean = torch.cat([itc.embed_image(model.encoders.vision(f)) for f in frames]).mean(0)
+        assert torch.allclose(written["clip_embeddings"][i], mean / mean.norm(), atol=1e-5)
+        tokens = model.encoders.vision(torch.cat(frames)).tokens[None]
+        visual = flamingo.resample_clips(tokens)[:, None]
+        expected = flamingo.generate(visual, [CAPTION.query], flamingo.fewshot.caption)
+        assert generations[i]["caption"] == expected[0]

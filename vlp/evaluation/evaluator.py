@@ -173,7 +173,11 @@ class Evaluator:
         space, and ``generations`` (captions, answers) when an objective writes text; nothing
         for a batch whose every sample was bad."""
         if "clips" in batch:
-            raise ValueError("vlp predict writes images' embeddings; clips are for validate/test")
+            frames, embedder, fewshot = self._encode_clips(batch)
+            out = {} if embedder is None else self._clip_embeddings(batch, frames, embedder)
+            if fewshot is not None:
+                out["generations"] = fewshot.predict_clips(batch, self._frame_tokens(batch, frames))
+            return out
         if len(batch["images"]) == 0:
             return {}
         out: dict[str, Any] = {} if self.embedder is None else self.embed(batch)
@@ -223,28 +227,40 @@ class Evaluator:
     def _add_clips(self, batch: dict[str, Any]) -> None:
         """Clips: retrieval by mean-pooled frame embeddings in the image–text space, and
         zero-shot captions from an objective that writes text."""
+        frames, embedder, fewshot = self._encode_clips(batch)
+        if fewshot is not None:
+            fewshot.add_clips(batch, self._frame_tokens(batch, frames))
+        if embedder is not None:
+            self._add_parts(self._clip_embeddings(batch, frames, embedder))
+
+    def _encode_clips(
+        self, batch: dict[str, Any]
+    ) -> tuple[Encoding, Embedder | None, FewShotEvaluation | None]:
+        """Every frame of the batch's clips encoded once, and the objectives that read them."""
         embedder, fewshot = self.embedder, self.fewshot
         if embedder is None and fewshot is None:
             raise ValueError(
                 "clips are evaluated by video–text retrieval in an image–text embedding or by "
                 "captioning: add an objective that defines one (e.g. ITC) or writes text"
             )
-        clips = batch["clips"]
-        frames = self._model.encoders.vision(clips.flatten(0, 1))
-        if fewshot is not None:
-            fewshot.add_clips(batch, frames.tokens.unflatten(0, clips.shape[:2]))
-        if embedder is None:
-            return
-        per_frame = embedder.embed_image(frames).unflatten(0, clips.shape[:2])
+        return self._model.encoders.vision(batch["clips"].flatten(0, 1)), embedder, fewshot
+
+    @staticmethod
+    def _frame_tokens(batch: dict[str, Any], frames: Encoding) -> Tensor:
+        """[B, F, N, D]: each clip's frames' patch tokens."""
+        return frames.tokens.unflatten(0, batch["clips"].shape[:2])
+
+    def _clip_embeddings(
+        self, batch: dict[str, Any], frames: Encoding, embedder: Embedder
+    ) -> dict[str, Tensor]:
+        per_frame = embedder.embed_image(frames).unflatten(0, batch["clips"].shape[:2])
         text = self._model.encoders.text(batch["text_ids"], batch["text_mask"])
-        self._add_parts(
-            {
-                "clip_embeddings": mean_pooled(per_frame),
-                "clip_ids": batch["clip_ids"],
-                "clip_text_embeddings": embedder.embed_text(text),
-                "text_clip_ids": batch["text_clip_ids"],
-            }
-        )
+        return {
+            "clip_embeddings": mean_pooled(per_frame),
+            "clip_ids": batch["clip_ids"],
+            "clip_text_embeddings": embedder.embed_text(text),
+            "text_clip_ids": batch["text_clip_ids"],
+        }
 
     def _probe_parts(self, batch: dict[str, Any], image: Encoding) -> dict[str, Tensor]:
         return {

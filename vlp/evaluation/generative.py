@@ -149,14 +149,24 @@ class FewShotEvaluation:
         if n == 0:
             return
         self._images_done += n
-        visual = self.generator.resample_clips(frame_tokens[:n])
-        captions = self.generator.generate(
-            visual[:, None], [CAPTION.query] * n, self.config.caption
-        )
+        captions = self._caption_clips(frame_tokens[:n])
         references = [captions_of_clip[0] for captions_of_clip in batch["captions"][:n]]
         self._clip_captions.extend(
             zip(batch["clip_ids"][:n].tolist(), captions, references, strict=True)
         )
+
+    @torch.no_grad()
+    def predict_clips(self, batch: dict[str, Any], frame_tokens: Tensor) -> list[dict[str, Any]]:
+        """A zero-shot caption for every clip."""
+        captions = self._caption_clips(frame_tokens)
+        ids = batch["clip_ids"].tolist()
+        return [{"clip_id": i, "caption": c} for i, c in zip(ids, captions, strict=True)]
+
+    def _caption_clips(self, frame_tokens: Tensor) -> list[str]:
+        """The caption prompt alone, continued after each clip's visual tokens."""
+        visual = self.generator.resample_clips(frame_tokens)
+        prompts = [CAPTION.query] * len(visual)
+        return self.generator.generate(visual[:, None], prompts, self.config.caption)
 
     def _prompt_settings(self) -> list[tuple[str, int, int]]:
         """(metric label, demonstrations with images, text-only demonstrations) per prompt kind."""
