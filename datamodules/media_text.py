@@ -19,7 +19,7 @@ from torch.utils.data import Dataset, IterableDataset
 
 from vlp.datamodules.lm_text import LMTokenize
 from vlp.datamodules.records import SkippedRecord
-from vlp.datamodules.samples import StreamView
+from vlp.datamodules.samples import NoItem, StreamView
 
 Medium = tuple[Image.Image, ...]  # one image, or the frames of a clip in order
 
@@ -83,7 +83,9 @@ class MediaTextSamples(Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, index: int) -> Any:
+    def __getitem__(self, index: int | None) -> Any:
+        if index is None:  # an evaluation rank without an item (``EvalShardSampler``)
+            return NoItem()
         return self.convert(self.source[index])
 
 

@@ -8,7 +8,10 @@ import pytest
 import torch
 
 from vlp.datamodules.clip_retrieval import ClipRetrievalCollate, ClipSample, clip_id
+from vlp.datamodules.media_text import MediaTextSamples
 from vlp.datamodules.records import SkippedRecord
+from vlp.datamodules.samples import NoItem
+from vlp.datamodules.synthetic.media_text import SyntheticClips
 
 
 def tokenize(captions: list[str]) -> dict[str, torch.Tensor]:
@@ -30,8 +33,16 @@ def test_a_batch_keeps_its_clips_and_counts_the_skipped() -> None:
     assert batch["clip_ids"].tolist() == batch["text_clip_ids"].tolist() == [5, 9]
     assert batch["text_ids"][:, 0].tolist() == [2, 1]
     assert batch["skipped"] == Counter(corrupt=1)
-    empty = collate([SkippedRecord("missing", "y")])
+    empty = collate([SkippedRecord("missing", "y"), NoItem()])
     assert "clips" not in empty and len(empty["images"]) == 0
     assert empty["skipped"] == Counter(missing=1)
     with pytest.raises(ValueError, match="differ in frames"):
         collate([a, ClipSample(torch.zeros(3, 3, 4, 4), "d", 1)])
+
+
+def test_an_evaluation_rank_without_a_clip_gets_an_empty_batch() -> None:
+    """``EvalShardSampler`` gives a rank of a split smaller than the world one ``None``."""
+    samples = MediaTextSamples(SyntheticClips("val", 1, num_frames=2, image_size=16), str)
+    assert isinstance(samples[None], NoItem)
+    batch = ClipRetrievalCollate(tokenize)([samples[None]])
+    assert len(batch["images"]) == 0 and not batch["skipped"]
