@@ -8,9 +8,10 @@ templates), and with an ITM objective and a fusion encoder
 ``compositional/itm_acc``) when the data carries hard-negative captions;
 ``video_retrieval/{v2t,t2v}_r{1,5,10}`` instead of all these when the split is clips
 (:mod:`vlp.evaluation.video_retrieval`), and ``video_caption/{cider,bleu4}`` with an
-objective that writes text; ``linear_probe/acc`` of the frozen image
-features whenever the images have labels, whatever the objectives, and ``linear_probe/{name}_acc`` for each attribute the records
-carry (the embedded scenes': ``colour``, ``count``); with an objective that writes text
+objective that writes text; ``linear_probe/acc`` of the frozen image features whenever
+the images have labels, whatever the objectives, and ``linear_probe/{name}_acc`` for each
+attribute the records carry (the embedded scenes': ``colour``, ``count``); with an
+objective that writes text
 (Flamingo) ``caption/{cider,bleu4}_{k}shot`` and ``vqa/acc_{k}shot``
 (:mod:`vlp.evaluation.generative`); ``data/skipped_{reason}``, the bad samples the
 data pipeline dropped from the split.
