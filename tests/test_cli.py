@@ -133,6 +133,14 @@ def test_quickstart_fits_then_tests_from_its_checkpoint(workdir: Path, monkeypat
     embeddings = load_file(workdir / "runs/quickstart/predictions/embeddings_rank0.safetensors")
     assert embeddings["image_embeddings"].shape[0] == 16
     assert embeddings["text_embeddings"].shape[0] == embeddings["text_image_ids"].shape[0] == 16 * 5
+    clips = [f"--data.test={ROOT / 'configs/data/clips_test.yaml'}", "--data.test.num_clips=12"]
+    clips.append("--trainer.logger.init_args.version=clips")
+    run_cli(
+        ["test", "--config", str(QUICKSTART), "--ckpt_path", str(checkpoint), *TINY_RUN, *clips]
+    )
+    clip_rows = read_metrics(workdir / "runs/quickstart/clips")
+    assert 0.0 <= last_value(clip_rows, "test/video_retrieval/t2v_r1") <= 1.0
+    assert not any(row.get("test/retrieval/i2t_r1") for row in clip_rows)
     # a rerun (a second `make demo`) leaves its own checkpoint as last.ckpt, not last-v1.ckpt
     assert torch.load(checkpoint, weights_only=True)["global_step"] == 3
     run_cli(["fit", "--config", str(QUICKSTART), *TINY_RUN, "--trainer.limit_train_batches=1"])
