@@ -9,9 +9,10 @@ import pytest
 
 from vlp.data_command import main
 from vlp.datamodules.formats.clip_writers import open_written_clips
+from vlp.datamodules.formats.interleaved import InterleavedJsonl
 from vlp.datamodules.formats.writers import open_written
 from vlp.datamodules.synthetic import SyntheticScenes
-from vlp.datamodules.synthetic.media_text import SyntheticClips
+from vlp.datamodules.synthetic.media_text import SyntheticClips, SyntheticDocuments
 
 
 @pytest.mark.parametrize("fmt", ["webdataset", "csv"])
@@ -47,3 +48,13 @@ def test_writes_clips_that_read_back_as_the_generator_made_them(tmp_path: Path, 
 def test_clips_in_an_image_format_are_refused(tmp_path: Path) -> None:
     with pytest.raises((ValueError, SystemExit), match="clips are written as"):
         main(["--out", str(tmp_path), "--media", "clips", "--format", "coco"])
+
+
+def test_writes_documents_that_read_back_as_the_generator_made_them(tmp_path: Path) -> None:
+    args = ["--out", str(tmp_path), "--media", "documents", "--format", "mmc4"]
+    main([*args, "--train", "2", "--val", "1", "--test", "1", "--image_size", "16"])
+    read = InterleavedJsonl(tmp_path / "val/documents.jsonl", max_media=10, on_error="raise")
+    generated = SyntheticDocuments("val", 1, image_size=16)[0]
+    assert len(read) == 1
+    texts = [part for part in read[0].segments if isinstance(part, str)]
+    assert texts == [part for part in generated.segments if isinstance(part, str)]

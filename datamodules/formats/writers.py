@@ -20,6 +20,7 @@ from typing import Any
 
 import datasets
 import webdataset
+from PIL import Image
 
 from vlp.datamodules.formats.coco import CocoCaptions
 from vlp.datamodules.formats.hf import HFDiskDataset
@@ -60,9 +61,10 @@ def open_written(
     raise ValueError(f"unknown format {fmt!r}; choose from {FORMATS}")
 
 
-def png_bytes(record: ImageTextRecord) -> bytes:
+def png_bytes(image: Image.Image) -> bytes:
+    """Lossless: the pixels read back are the pixels written."""
     buffer = io.BytesIO()
-    record.image.convert("RGB").save(buffer, format="PNG")
+    image.convert("RGB").save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -73,7 +75,7 @@ def _saved_images(
     for index, record in enumerate(records):
         relative = f"images/{index // shard_size:05d}/{index:09d}.png"
         (out / relative).parent.mkdir(parents=True, exist_ok=True)
-        (out / relative).write_bytes(png_bytes(record))
+        (out / relative).write_bytes(png_bytes(record.image))
         yield record, relative
 
 
@@ -157,7 +159,7 @@ def _write_hf(records: Iterable[ImageTextRecord], out: Path, shard_size: int) ->
     def rows() -> Iterator[dict[str, Any]]:
         for record in records:
             yield {
-                "image": {"bytes": png_bytes(record), "path": None},
+                "image": {"bytes": png_bytes(record.image), "path": None},
                 "caption": list(record.captions),
                 "image_id": record.image_id,
                 "label": record.label,
@@ -190,7 +192,7 @@ def _write_webdataset(records: Iterable[ImageTextRecord], out: Path, shard_size:
             sink.write(
                 {
                     "__key__": f"{index:09d}",
-                    "png": png_bytes(record),
+                    "png": png_bytes(record.image),
                     "txt": record.captions[0].encode("utf-8"),
                     "json": json.dumps(info, ensure_ascii=False).encode("utf-8"),
                 }
