@@ -38,6 +38,8 @@ HEADLINE = (
     "test/linear_probe/*acc",
     "test/caption/*",
     "test/vqa/*",
+    "test/video_retrieval/*_r1",
+    "test/video_caption/cider",
 )
 TRAIN_LOSS = "train/loss"
 #: logged once per fit by the module: what prompt-only training leaves trainable
