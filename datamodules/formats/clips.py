@@ -41,7 +41,7 @@ class _Clip:
     start: float | None
     end: float | None
     key: str  # "manifest:line", with "#k" for the k-th caption of a row
-    row_key: str  # "manifest:line": the clip every caption of the row describes
+    medium: str  # the video and times: rows and captions naming the same are one clip
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ class ClipManifest(MediaTextSource):
             frames = self._frames(clip, sampling)
         except BadSampleError as error:
             return skip_or_raise(error, self.on_error)
-        return MediaTextRecord((frames, clip.caption), False, clip.key, medium_key=clip.row_key)
+        return MediaTextRecord((frames, clip.caption), False, clip.key, medium_key=clip.medium)
 
     def _frames(self, clip: _Clip, sampling: FrameSampling) -> Medium:
         if isinstance(clip.video, Path) and not clip.video.is_dir():
@@ -138,6 +138,10 @@ class ClipManifest(MediaTextSource):
                 raise BadSampleError("bad_field", key, detail)
         except BadSampleError as error:
             return [error]
+        # MSR-VTT-style manifests repeat a video on a row per caption: evaluation must
+        # retrieve it once, not rank it against copies of itself
+        medium = f"{video}" if isinstance(video, Path) else "\n".join(map(str, video))
+        medium += f"@{start}-{end}" if start is not None or end is not None else ""
         raws = row.get(fields.caption)
         captions = raws if isinstance(raws, list) else [raws]
         clips: list[_Clip | BadSampleError] = []
@@ -145,7 +149,7 @@ class ClipManifest(MediaTextSource):
             clip_key = key if len(captions) == 1 else f"{key}#{k}"
             try:
                 caption = decode_caption(raw, clip_key)
-                clips.append(_Clip(video, caption, start, end, clip_key, key))
+                clips.append(_Clip(video, caption, start, end, clip_key, medium))
             except BadSampleError as error:
                 clips.append(error)
         return clips

@@ -81,23 +81,30 @@ def test_clip_recall_is_that_of_the_mean_of_each_frames_embedding() -> None:
         )
 
 
-def test_a_manifest_row_with_several_captions_is_one_clip(tmp_path) -> None:
+def test_captions_of_one_video_and_times_are_one_clip_whichever_rows_they_are_on(
+    tmp_path,
+) -> None:
     clips = SyntheticClips("val", 2, num_frames=2, image_size=32)
     for i in range(2):
-        write_video(tmp_path / f"{i}.mkv", clips[i].segments[0])
-    rows = [{"video": "0.mkv", "caption": ["first", "second"]}, {"video": "1.mkv", "caption": "x"}]
+        write_video(tmp_path / f"{i}.mkv", clips[i].segments[0])  # 2 frames: 0.5 s
+    rows = [
+        {"video": "0.mkv", "caption": ["first", "second"]},
+        {"video": "0.mkv", "caption": "third"},  # MSR-VTT style: a row per caption
+        {"video": "0.mkv", "caption": "its second half", "start": 0.25},  # another clip
+        {"video": "1.mkv", "caption": "x"},
+    ]
     (tmp_path / "clips.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     source = ClipManifest(tmp_path / "clips.jsonl", num_frames=2, on_error="raise")
     model = tiny_model([Contrastive(embed_dim=8)], fusion=None)
-    data = VLPDataModule(val=source, batch_size=3, num_workers=0, image_size=32,
+    data = VLPDataModule(val=source, batch_size=5, num_workers=0, image_size=32,
                          tokenize=model.tokenize)  # fmt: skip
     batch = next(iter(data.val_dataloader()))
-    assert batch["clips"].shape == (3, 2, 3, 32, 32)
-    first, second, other = batch["clip_ids"].tolist()
-    assert first == second != other
+    assert batch["clips"].shape == (5, 2, 3, 32, 32)
+    ids = batch["clip_ids"].tolist()
+    assert ids[0] == ids[1] == ids[2] and len({ids[0], ids[3], ids[4]}) == 3
     assert torch.equal(batch["text_clip_ids"], batch["clip_ids"])
     model.evaluator.add(batch)
-    metrics = model.evaluator.compute(None, None)  # two clips, three captions
+    metrics = model.evaluator.compute(None, None)  # three clips, five captions
     assert metrics["video_retrieval/v2t_r5"] == 1.0 and metrics["video_retrieval/t2v_r5"] == 1.0
 
 
