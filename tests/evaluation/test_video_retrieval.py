@@ -15,7 +15,7 @@ from tests.objectives.flamingo_tiny import open_gates, tiny_data, tiny_flamingo
 from tests.objectives.flamingo_tiny import tiny_model as tiny_flamingo_model
 from vlp.datamodules.clip_retrieval import ClipRetrievalCollate, to_clip_sample
 from vlp.datamodules.datamodule import EvalShardSampler, VLPDataModule
-from vlp.datamodules.formats.clip_writers import write_video
+from vlp.datamodules.formats.clip_writers import open_written_clips, write_clips, write_video
 from vlp.datamodules.formats.clips import ClipManifest
 from vlp.datamodules.media_text import as_media_samples
 from vlp.datamodules.synthetic.media_text import SyntheticClips, SyntheticDocuments
@@ -227,3 +227,28 @@ def test_predict_writes_each_clips_embedding_and_caption(tmp_path) -> None:
         visual = flamingo.resample_clips(tokens)[:, None]
         expected = flamingo.generate(visual, [CAPTION.query], flamingo.fewshot.caption)
         assert generations[i]["caption"] == expected[0]
+
+
+@torch.no_grad()
+def test_streamed_shards_and_manifests_of_the_same_clips_embed_as_the_generator(tmp_path) -> None:
+    generated = SyntheticClips("val", 5, num_frames=2, image_size=32)
+    records = [generated[i] for i in range(5)]
+    sources = [generated]
+    for fmt in ("jsonl", "webdataset"):
+        path = write_clips(records, tmp_path / fmt, fmt, shard_size=2)
+        sources.append(open_written_clips(path, fmt, num_frames=2, on_error="raise"))
+    model = tiny_model([Contrastive(embed_dim=8)], fusion=None)
+    embedded = []
+    for source in sources:
+        data = VLPDataModule(predict=source, batch_size=2, num_workers=0, image_size=32,
+                             tokenize=model.tokenize)  # fmt: skip
+        batches = [model.evaluator.predict(batch) for batch in data.predict_dataloader()]
+        embedded.append(
+            {
+                key: torch.cat([b[key] for b in batches])
+                for key in ("clip_embeddings", "clip_text_embeddings")
+            }
+        )
+    for other in embedded[1:]:
+        assert all(torch.equal(other[key], embedded[0][key]) for key in other)
+    assert evaluate(model, sources[2])["video_retrieval/t2v_r5"] == 1.0  # streamed evaluation
