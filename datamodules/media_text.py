@@ -45,6 +45,11 @@ class MediaTextSource(Dataset):
     """Base of the sources that yield :class:`MediaTextRecord` (the data module routes on it)."""
 
 
+class ClipSource(MediaTextSource):
+    """A source of captioned clips, one medium and its caption per record: what evaluation
+    draws few-shot demonstrations of clips from (documents are no demonstrations)."""
+
+
 @dataclass
 class MediaTextSample:
     """A record with its media transformed: ``media[k]`` is [F, C, H, W] for the k-th medium."""

@@ -20,13 +20,13 @@ from vlp.datamodules.formats.decode import MAX_PIXELS, decode_caption
 from vlp.datamodules.formats.sample import skip_or_raise
 from vlp.datamodules.formats.shards import Entry, WebDatasetShards
 from vlp.datamodules.formats.video_frames import FrameSampling, read_video_frames
-from vlp.datamodules.media_text import MediaTextRecord, MediaTextSource
+from vlp.datamodules.media_text import ClipSource, MediaTextRecord
 from vlp.datamodules.records import BadSampleError, SkippedRecord
 
 VIDEO_SUFFIXES = ("mp4", "webm", "mkv", "mov", "avi")
 
 
-class WebDatasetClips(WebDatasetShards, MediaTextSource):
+class WebDatasetClips(WebDatasetShards, ClipSource):
     """Streams captioned clips from ``urls`` (brace patterns allowed)."""
 
     def __init__(

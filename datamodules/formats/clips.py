@@ -29,7 +29,7 @@ from vlp.datamodules.formats.video_frames import (
     read_image_frames,
     read_video_frames,
 )
-from vlp.datamodules.media_text import MediaTextRecord, MediaTextSource, Medium
+from vlp.datamodules.media_text import ClipSource, MediaTextRecord, Medium
 from vlp.datamodules.records import BadSampleError, SkippedRecord
 from vlp.datamodules.samples import Visit
 
@@ -52,7 +52,7 @@ class _Fields:
     end: str
 
 
-class ClipManifest(MediaTextSource):
+class ClipManifest(ClipSource):
     """Map-style clips, parsed up front and decoded on access."""
 
     def __init__(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vlp.datamodules.media_text import MediaTextRecord, MediaTextSource
+from vlp.datamodules.media_text import ClipSource, MediaTextRecord, MediaTextSource
 from vlp.datamodules.synthetic.clips import make_clip
 from vlp.datamodules.synthetic.dataset import SPLITS
 from vlp.datamodules.synthetic.generate import STREAMS, SceneKnobs
@@ -67,7 +67,7 @@ class SyntheticDocuments(_SyntheticSplit):
         return MediaTextRecord(segments, interleaved=True, key=f"documents/{self.split}/{index}")
 
 
-class SyntheticClips(_SyntheticSplit):
+class SyntheticClips(_SyntheticSplit, ClipSource):
     """Clips of one object moving, each one medium of ``num_frames`` frames with its caption
     ("a red circle moving to the right"): the direction is only in the frame order."""
 

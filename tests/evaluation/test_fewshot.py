@@ -144,6 +144,9 @@ class EchoGenerator:
     def resample_images(self, image_tokens: torch.Tensor) -> torch.Tensor:
         return image_tokens
 
+    def resample_clips(self, frame_tokens: torch.Tensor) -> torch.Tensor:
+        return frame_tokens.flatten(1, 2)  # a clip of one frame: that frame's tokens
+
     def generate(self, visual, prompts, decoding) -> list[str]:
         self.calls.append((tuple(visual.shape), list(prompts), decoding))
         return ["caption 0" if "Question" not in p else "red" for p in prompts]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from functools import partial
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -22,6 +23,7 @@ from vlp.datamodules.synthetic.media_text import SyntheticClips, SyntheticDocume
 from vlp.evaluation.captioning import bleu, cider_d
 from vlp.evaluation.fewshot import CAPTION
 from vlp.evaluation.video_retrieval import video_retrieval_recall
+from vlp.flamingo.tokens import IMAGE
 from vlp.objectives.contrastive import Contrastive
 from vlp.objectives.data2vec import Data2Vec
 from vlp.prediction_writer import EmbeddingWriter, GenerationWriter
@@ -151,8 +153,13 @@ def test_flamingo_captions_each_clip_once_against_all_its_captions(tmp_path) -> 
     metrics = model.evaluator.compute(None, None)
     expected = cider_d(generated, references)
     assert expected > 0  # clip 0 scored once, against both its captions
-    assert metrics["video_caption/cider"] == pytest.approx(expected)
-    assert metrics["video_caption/bleu4"] == pytest.approx(bleu(generated, references))
+    # no training clips to show: zero-shot only, its text-only demonstrations none
+    assert {n for n in metrics if n.startswith("video_caption/")} == {
+        "video_caption/cider_0shot",
+        "video_caption/bleu4_0shot",
+    }
+    assert metrics["video_caption/cider_0shot"] == pytest.approx(expected)
+    assert metrics["video_caption/bleu4_0shot"] == pytest.approx(bleu(generated, references))
     assert not any(name.startswith("video_retrieval/") for name in metrics)
 
 
@@ -252,3 +259,46 @@ def test_streamed_shards_and_manifests_of_the_same_clips_embed_as_the_generator(
     for other in embedded[1:]:
         assert all(torch.equal(other[key], embedded[0][key]) for key in other)
     assert evaluate(model, sources[2])["video_retrieval/t2v_r5"] == 1.0  # streamed evaluation
+
+
+@torch.no_grad()
+def test_k_shot_clip_prompts_show_training_clips_before_the_query() -> None:
+    model = tiny_flamingo_model([tiny_flamingo()])
+    flamingo = model.objectives[0]
+    train, val = (
+        SyntheticClips(split, 3, num_frames=2, image_size=32) for split in ("train", "val")
+    )
+    data = tiny_data(model, train=train, val=val, batch_size=3)
+    model.trainer = SimpleNamespace(datamodule=data)  # where the evaluator finds the support set
+    calls = []
+
+    def recording(visual, prompts, decoding):
+        calls.append((visual, prompts))
+        return ["a clip"] * len(prompts)
+
+    flamingo.generate = recording
+    model.evaluator.add(next(iter(data.val_dataloader())))
+    metrics = model.evaluator.compute(None, None)
+    assert {"video_caption/cider_0shot", "video_caption/cider_4shot"} <= set(metrics)
+
+    def clip_visual(clip) -> torch.Tensor:
+        frames = torch.stack([data.eval_transform(f) for f in clip.segments[0]])
+        return flamingo.resample_clips(model.encoders.vision(frames).tokens[None])[0]
+
+    support = [clip_visual(train[i]) for i in range(3)]  # 3 clips: every one is shown
+    queries = [clip_visual(val[i]) for i in range(3)]
+    visual, prompts = calls[1]  # shots (0, 4, 8): the 4-shot call
+    assert visual.shape[:2] == (3, 4)  # 3 demonstrations (all there are) and the query
+    for row in range(3):
+        assert torch.allclose(visual[row, 3], queries[row], atol=1e-5)
+        shown = [
+            min(range(3), key=lambda j: (visual[row, d] - support[j]).abs().max()) for d in range(3)
+        ]
+        assert sorted(shown) == [0, 1, 2]
+        for d, j in enumerate(shown):
+            assert torch.allclose(visual[row, d], support[j], atol=1e-5)
+        captions = [train[j].segments[1] for j in shown]
+        assert prompts[row].count(IMAGE) == 4
+        assert [prompts[row].index(c) for c in captions] == sorted(
+            prompts[row].index(c) for c in captions
+        )

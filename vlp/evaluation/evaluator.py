@@ -7,8 +7,8 @@ templates), and with an ITM objective and a fusion encoder
 ``retrieval_itm/{i2t,t2i}_r{1,5,10}`` (ITM re-ranking); ``compositional/itc_acc`` (and
 ``compositional/itm_acc``) when the data carries hard-negative captions;
 ``video_retrieval/{v2t,t2v}_r{1,5,10}`` instead of all these when the split is clips
-(:mod:`vlp.evaluation.video_retrieval`), and ``video_caption/{cider,bleu4}`` with an
-objective that writes text; ``linear_probe/acc`` of the frozen image features whenever
+(:mod:`vlp.evaluation.video_retrieval`), and ``video_caption/{cider,bleu4}_{k}shot``
+with an objective that writes text; ``linear_probe/acc`` of the frozen image features whenever
 the images have labels, whatever the objectives, and ``linear_probe/{name}_acc`` for each
 attribute the records carry (the embedded scenes': ``colour``, ``count``); with an
 objective that writes text
@@ -177,7 +177,7 @@ class Evaluator:
             frames, embedder, fewshot = self._encode_clips(batch)
             out = {} if embedder is None else self._clip_embeddings(batch, frames, embedder)
             if fewshot is not None:
-                out["generations"] = fewshot.predict_clips(batch, self._frame_tokens(batch, frames))
+                out["generations"] = fewshot.predict_clips(batch, frames)
             return out
         if len(batch["images"]) == 0:
             return {}
@@ -230,7 +230,7 @@ class Evaluator:
         zero-shot captions from an objective that writes text."""
         frames, embedder, fewshot = self._encode_clips(batch)
         if fewshot is not None:
-            fewshot.add_clips(batch, self._frame_tokens(batch, frames))
+            fewshot.add_clips(batch, frames)
         if embedder is not None:
             self._add_parts(self._clip_embeddings(batch, frames, embedder))
 
@@ -245,11 +245,6 @@ class Evaluator:
                 "captioning: add an objective that defines one (e.g. ITC) or writes text"
             )
         return self._model.encoders.vision(batch["clips"].flatten(0, 1)), embedder, fewshot
-
-    @staticmethod
-    def _frame_tokens(batch: dict[str, Any], frames: Encoding) -> Tensor:
-        """[B, F, N, D]: each clip's frames' patch tokens."""
-        return frames.tokens.unflatten(0, batch["clips"].shape[:2])
 
     def _clip_embeddings(
         self, batch: dict[str, Any], frames: Encoding, embedder: Embedder

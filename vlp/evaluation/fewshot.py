@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import IterableDataset
 
-from vlp.datamodules.media_text import MediaTextSource
+from vlp.datamodules.media_text import ClipSource, MediaTextRecord, MediaTextSource
 from vlp.datamodules.records import ImageTextRecord
 from vlp.datamodules.samples import QUESTION_ANSWER
 from vlp.flamingo.generation import Decoding
@@ -115,30 +115,41 @@ def support_records(datamodule: Any, size: int, seed: int) -> list[ImageTextReco
     A seeded random subset of a map-style source, the first ``size`` records of a stream.
     Unreadable records are left out.
     """
-    source = _train_source(datamodule)
-    if source is None:
-        return []
-    if isinstance(source, IterableDataset):
-        records = _first(iter(source), size)
-    else:
-        indices = random.Random(seed).sample(range(len(source)), min(size, len(source)))
-        records = (source[i] for i in sorted(indices))
+    records = _sample(_train_source(datamodule, clips=False), size, seed)
     return [r for r in records if isinstance(r, ImageTextRecord)]
 
 
-def _train_source(datamodule: Any) -> Any:
+def support_clips(datamodule: Any, size: int, seed: int) -> list[MediaTextRecord]:
+    """Up to ``size`` captioned clips of the training data, drawn as :func:`support_records`
+    draws images."""
+    records = _sample(_train_source(datamodule, clips=True), size, seed)
+    return [r for r in records if isinstance(r, MediaTextRecord)]
+
+
+def _sample(source: Any, size: int, seed: int) -> list[Any]:
+    if source is None:
+        return []
+    if isinstance(source, IterableDataset):
+        return _first(iter(source), size)
+    indices = random.Random(seed).sample(range(len(source)), min(size, len(source)))
+    return [source[i] for i in sorted(indices)]
+
+
+def _train_source(datamodule: Any, clips: bool) -> Any:
     """What the model trains on: ``data.train`` (its k-shot subset under ``data.kshot``,
     so in-context demonstrations show the same images a prompt was tuned on), or the
-    first image–text part of ``data.mixture``; None without a data module."""
+    first image–text part (``clips``: the first clip part) of ``data.mixture``; None
+    without a data module or without such data."""
     if datamodule is None:
         return None
+
+    def wanted(source: Any) -> bool:
+        return isinstance(source, ClipSource) if clips else not isinstance(source, MediaTextSource)
+
     source = datamodule.train_source()
     if source is not None:
-        return source
-    for part in datamodule.mixture:
-        if not isinstance(part.source, MediaTextSource):
-            return part.source
-    return None
+        return source if wanted(source) else None
+    return next((part.source for part in datamodule.mixture if wanted(part.source)), None)
 
 
 def _first(records: Iterator[Any], size: int) -> list[Any]:

@@ -7,8 +7,9 @@ data has questions). A generator with learned prompts (P-tuning) also writes wit
 templates, scored as ``caption/{cider,bleu4}_ptuned`` and ``vqa/acc_ptuned``. Each rank
 generates for its share of the images; the strings of all ranks are gathered and every
 rank scores the whole corpus, as CIDEr's IDF needs. When the split is clips, each clip is
-captioned zero-shot from the caption prompt alone (no support clips), scored once against
-all its captions as ``video_caption/{cider,bleu4}``.
+captioned with the same prompts, its demonstrations clips of the training data (the first
+clip part of a mixture), and scored once against all its captions as
+``video_caption/{cider,bleu4}_{k}shot``.
 k-shot prompts with k > 0 need a support set from the training data; without one
 only zero-shot prompts (with no demonstrations) are evaluated.
 """
@@ -22,6 +23,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from vlp.datamodules.media_text import Medium
 from vlp.datamodules.samples import question_pairs
 from vlp.distributed import gather_objects, world
 from vlp.encoders import VisionEncoder
@@ -37,6 +39,7 @@ from vlp.evaluation.fewshot import (
     random_demos,
     rices_demos,
     stack_visual,
+    support_clips,
     support_records,
 )
 from vlp.evaluation.vqa import answer_from_generation, vqa_accuracy
@@ -110,9 +113,11 @@ class FewShotEvaluation:
 
     def _reset(self) -> None:
         self._support: Support | None = None
+        self._clip_support: Support | None = None
         self._images_done = 0
         self._results: dict[str, list[Result]] = {}
-        self._clip_captions: list[tuple[int, str, str]] = []  # (clip id, generated, reference)
+        # per prompt setting: (clip id, generated, reference) of every clip record
+        self._clip_captions: dict[str, list[tuple[int, str, str]]] = {}
 
     def add(self, batch: dict[str, Any], image: Encoding) -> None:
         """Generate for this batch's images (up to this rank's share of ``max_samples``)."""
@@ -142,31 +147,43 @@ class FewShotEvaluation:
         if hasattr(self.generator, "generate_prompted"):
             self._add_prompted(self.generator, visual, refs, asked)
 
-    def add_clips(self, batch: dict[str, Any], frame_tokens: Tensor) -> None:
-        """Zero-shot captions for this batch's clips from their frames' patch tokens
-        [B, F, N, D] (up to this rank's share of ``max_samples``)."""
-        n = min(len(frame_tokens), self._quota())
+    def add_clips(self, batch: dict[str, Any], frames: Encoding) -> None:
+        """Captions for this batch's clips, k shots at a time, from their frames' encoding
+        (clip after clip, frame after frame; up to this rank's share of ``max_samples``).
+        Demonstrations are clips of the training data, chosen as images' are."""
+        num_clips, num_frames = batch["clips"].shape[:2]
+        n = min(num_clips, self._quota())
         if n == 0:
             return
         self._images_done += n
-        captions = self._caption_clips(frame_tokens[:n])
+        visual, features = self._clip_visual(frames, num_frames)
+        visual, features = visual[:n], features[:n]
+        ids = batch["clip_ids"][:n].tolist()
         references = [captions_of_clip[0] for captions_of_clip in batch["captions"][:n]]
-        self._clip_captions.extend(
-            zip(batch["clip_ids"][:n].tolist(), captions, references, strict=True)
-        )
+        support = self._clip_support_set()
+        for label, k, text_only in self._prompt_settings():
+            if k > 0 and len(support) == 0:
+                continue
+            captions = self._task(CAPTION, k, text_only, ids, visual, features, [{}] * n,
+                                  support, None)  # fmt: skip
+            rows = zip(ids, captions, references, strict=True)
+            self._clip_captions.setdefault(label, []).extend(rows)
 
     @torch.no_grad()
-    def predict_clips(self, batch: dict[str, Any], frame_tokens: Tensor) -> list[dict[str, Any]]:
-        """A zero-shot caption for every clip."""
-        captions = self._caption_clips(frame_tokens)
+    def predict_clips(self, batch: dict[str, Any], frames: Encoding) -> list[dict[str, Any]]:
+        """A zero-shot caption for every clip (the caption prompt alone)."""
+        visual, _ = self._clip_visual(frames, batch["clips"].shape[1])
+        prompts = [CAPTION.query] * len(visual)
+        captions = self.generator.generate(visual[:, None], prompts, self.config.caption)
         ids = batch["clip_ids"].tolist()
         return [{"clip_id": i, "caption": c} for i, c in zip(ids, captions, strict=True)]
 
-    def _caption_clips(self, frame_tokens: Tensor) -> list[str]:
-        """The caption prompt alone, continued after each clip's visual tokens."""
-        visual = self.generator.resample_clips(frame_tokens)
-        prompts = [CAPTION.query] * len(visual)
-        return self.generator.generate(visual[:, None], prompts, self.config.caption)
+    def _clip_visual(self, frames: Encoding, num_frames: int) -> tuple[Tensor, Tensor]:
+        """Each clip's visual tokens [B, n, D] (its frames resampled together, with their
+        time embeddings) and what RICES compares [B, D] (its frames' features, averaged)."""
+        tokens = frames.tokens.unflatten(0, (-1, num_frames))
+        features = self.image_features(frames).unflatten(0, (-1, num_frames)).mean(dim=1)
+        return self.generator.resample_clips(tokens), features
 
     def _prompt_settings(self) -> list[tuple[str, int, int]]:
         """(metric label, demonstrations with images, text-only demonstrations) per prompt kind."""
@@ -265,39 +282,56 @@ class FewShotEvaluation:
     def _support_set(self) -> Support:
         if self._support is None:
             records = support_records(self.datamodule(), self.config.support_size, self.config.seed)
-            self._support = self._encode_support(records)
+            media = [(r.image,) for r in records]
+            captions = [r.captions[0] for r in records]
+            self._support = self._encode_support(
+                media, captions, [question_pairs(r.meta) for r in records]
+            )
         return self._support
 
+    def _clip_support_set(self) -> Support:
+        if self._clip_support is None:
+            records = support_clips(self.datamodule(), self.config.support_size, self.config.seed)
+            clips = [r for r in records if not r.interleaved and len(r.segments) == 2]
+            media = [clip.segments[0] for clip in clips]
+            captions = [str(clip.segments[1]) for clip in clips]
+            self._clip_support = self._encode_support(media, captions, [[] for _ in clips])
+        return self._clip_support
+
     @torch.no_grad()
-    def _encode_support(self, records: list[Any], batch_size: int = 64) -> Support:
+    def _encode_support(
+        self,
+        media: list[Medium],
+        captions: list[str],
+        questions: list[list[dict[str, str]]],
+        batch_size: int = 64,
+    ) -> Support:
+        """Each support image or clip (``media``: its frames) as visual tokens and the
+        features RICES compares, as the queries are."""
         transform = getattr(self.datamodule(), "eval_transform", None)
-        if not records or transform is None:
+        if not media or transform is None:
             return Support(torch.empty(0), torch.empty(0), [], [])
         device = next(self.vision.parameters()).device
         visual, features = [], []
-        for start in range(0, len(records), batch_size):
-            chunk = records[start : start + batch_size]
-            images = torch.stack([transform(r.image) for r in chunk]).to(device)
-            encoding = self.vision(images)
-            visual.append(self.generator.resample_images(encoding.tokens))
-            features.append(self.image_features(encoding))
-        return Support(
-            torch.cat(visual),
-            torch.cat(features),
-            [r.captions[0] for r in records],
-            [question_pairs(r.meta) for r in records],
-        )
+        for start in range(0, len(media), batch_size):
+            chunk = media[start : start + batch_size]
+            frames = torch.stack([torch.stack([transform(f) for f in m]) for m in chunk])
+            encoding = self.vision(frames.flatten(0, 1).to(device))
+            chunk_visual, chunk_features = self._clip_visual(encoding, frames.shape[1])
+            visual.append(chunk_visual)
+            features.append(chunk_features)
+        return Support(torch.cat(visual), torch.cat(features), captions, questions)
 
     def compute(self) -> dict[str, float]:
         """Metrics over everything generated since the last call, on all ranks; then reset."""
         results = _gathered(self._results)
-        clips = _by_clip([row for part in gather_objects(self._clip_captions) for row in part])
+        clips = _gathered(self._clip_captions)
         self._reset()
         metrics = {}
-        if clips:
-            generated, references = zip(*clips, strict=True)
-            metrics["video_caption/cider"] = cider_d(generated, references)
-            metrics["video_caption/bleu4"] = bleu(generated, references)
+        for label in sorted(clips):
+            generated, references = zip(*_by_clip(clips[label]), strict=True)
+            metrics[f"video_caption/cider_{label}"] = cider_d(generated, references)
+            metrics[f"video_caption/bleu4_{label}"] = bleu(generated, references)
         for key in sorted(results):
             task, prompts = key.split("/")  # prompts: "{k}shot" or "ptuned"
             generated, references = zip(*results[key], strict=True)
@@ -330,9 +364,9 @@ class FewShotEvaluation:
         return rows
 
 
-def _gathered(results: dict[str, list[Result]]) -> dict[str, list[Result]]:
+def _gathered(results: dict[str, list[Any]]) -> dict[str, list[Any]]:
     """Every rank's results, in rank order (strings travel as Python objects)."""
-    merged: dict[str, list[Result]] = {}
+    merged: dict[str, list[Any]] = {}
     for part in gather_objects(results):
         for key, values in part.items():
             merged.setdefault(key, []).extend(values)
