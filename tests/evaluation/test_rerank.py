@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.evaluation.ranks import evaluate_share, one_and_two_ranks
 from tests.tiny import TINY_TEXT, TINY_VISION
 from vlp.datamodules.datamodule import VLPDataModule
 from vlp.datamodules.synthetic import SyntheticScenes
@@ -193,53 +194,21 @@ def test_no_reranking_without_itm_or_with_k_zero(objectives, fusion) -> None:
     assert len(model.evaluator._tokens) == 0
 
 
-def evaluate_on_rank(rank: int, world_size: int, port: int, out: str) -> None:
-    """Evaluate rank ``rank``'s share of the scenes; rank 0 saves the metrics."""
-    import torch.distributed as dist
-    from torch.utils.data import DataLoader
-
+def rerank_metrics(rank: int, world_size: int) -> dict[str, float]:
     from vlp.datamodules.collate import Collate
-    from vlp.datamodules.datamodule import EvalShardSampler
     from vlp.datamodules.samples import Views, as_samples
 
-    if world_size > 1:
-        dist.init_process_group(
-            "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size
-        )
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
     model = tiny_model([Contrastive(embed_dim=8), ImageTextMatching(rerank_k=4)])
     scenes = SyntheticScenes("val", num_images=7, image_size=32, captions_per_image=2)
     samples = as_samples(
         scenes, Views(VLPDataModule(image_size=32).eval_transform), all_captions=True, seed=0
     )
-    loader = DataLoader(
-        samples,
-        batch_size=2,
-        sampler=EvalShardSampler(samples, world_size, rank, shuffle=False),
-        collate_fn=Collate(model.tokenize),
-    )
-    for batch in loader:
-        model.evaluator.add(batch)
-    metrics = model.evaluator.compute(None, None)
-    if rank == 0:
-        torch.save(metrics, out)
-    if world_size > 1:
-        dist.destroy_process_group()
+    return evaluate_share(model, samples, Collate(model.tokenize), rank, world_size)
 
 
 @pytest.mark.ddp
 def test_two_ranks_give_the_metrics_of_one(tmp_path) -> None:
-    import socket
-
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    evaluate_on_rank(0, 1, port, str(tmp_path / "one.pt"))
-    mp.spawn(evaluate_on_rank, args=(2, port, str(tmp_path / "two.pt")), nprocs=2)
-    one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+    one, two = one_and_two_ranks(rerank_metrics, tmp_path)
     assert any(name.startswith("retrieval_itm/") for name in one)
     assert "compositional/itm_acc" in one
     assert two == pytest.approx(one)

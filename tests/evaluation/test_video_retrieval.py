@@ -11,11 +11,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.evaluation.ranks import evaluate_share, one_and_two_ranks
 from tests.evaluation.test_rerank import tiny_model
 from tests.objectives.flamingo_tiny import open_gates, tiny_data, tiny_flamingo
 from tests.objectives.flamingo_tiny import tiny_model as tiny_flamingo_model
 from vlp.datamodules.clip_retrieval import ClipRetrievalCollate, to_clip_sample
-from vlp.datamodules.datamodule import EvalShardSampler, VLPDataModule
+from vlp.datamodules.datamodule import VLPDataModule
 from vlp.datamodules.formats.clip_writers import open_written_clips, write_clips, write_video
 from vlp.datamodules.formats.clips import ClipManifest
 from vlp.datamodules.media_text import as_media_samples
@@ -163,50 +164,18 @@ def test_flamingo_captions_each_clip_once_against_all_its_captions(tmp_path) -> 
     assert not any(name.startswith("video_retrieval/") for name in metrics)
 
 
-def evaluate_on_rank(rank: int, world_size: int, port: int, out: str) -> None:
-    """Evaluate rank ``rank``'s share of the clips; rank 0 saves the metrics."""
-    import torch.distributed as dist
-    from torch.utils.data import DataLoader
-
-    if world_size > 1:
-        dist.init_process_group(
-            "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size
-        )
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
+def clip_metrics(rank: int, world_size: int) -> dict[str, float]:
     model = tiny_model([Contrastive(embed_dim=8)], fusion=None)
-    transform = VLPDataModule(image_size=32).eval_transform
     samples = as_media_samples(
         SyntheticClips("val", 7, num_frames=2, image_size=32),
-        partial(to_clip_sample, transform=transform),
+        partial(to_clip_sample, transform=VLPDataModule(image_size=32).eval_transform),
     )
-    loader = DataLoader(
-        samples,
-        batch_size=2,
-        sampler=EvalShardSampler(samples, world_size, rank, shuffle=False),
-        collate_fn=ClipRetrievalCollate(model.tokenize),
-    )
-    for batch in loader:
-        model.evaluator.add(batch)
-    metrics = model.evaluator.compute(None, None)
-    if rank == 0:
-        torch.save(metrics, out)
-    if world_size > 1:
-        dist.destroy_process_group()
+    return evaluate_share(model, samples, ClipRetrievalCollate(model.tokenize), rank, world_size)
 
 
 @pytest.mark.ddp
 def test_two_ranks_give_the_metrics_of_one(tmp_path) -> None:
-    import socket
-
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    evaluate_on_rank(0, 1, port, str(tmp_path / "one.pt"))
-    mp.spawn(evaluate_on_rank, args=(2, port, str(tmp_path / "two.pt")), nprocs=2)
-    one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+    one, two = one_and_two_ranks(clip_metrics, tmp_path)
     assert "video_retrieval/t2v_r1" in one
     assert two == pytest.approx(one)
 
