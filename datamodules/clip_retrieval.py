@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from vlp.datamodules.collate import empty_batch
-from vlp.datamodules.media_text import MediaTextRecord
+from vlp.datamodules.media_text import MediaTextRecord, clip_of
 from vlp.datamodules.records import SkippedRecord
 
 
@@ -39,14 +39,9 @@ def to_clip_sample(
     """A one-clip record's frames through the deterministic evaluation ``transform``."""
     if isinstance(record, SkippedRecord):
         return record
-    segments = record.segments
-    if record.interleaved or len(segments) != 2 or not isinstance(segments[1], str):
-        raise ValueError(
-            f"{record.key}: evaluation reads clips (one medium and its caption); "
-            "documents only train language-model objectives"
-        )
-    frames = torch.stack([transform(frame) for frame in segments[0]])
-    return ClipSample(frames, segments[1], clip_id(record.medium_key or record.key))
+    frames, caption = clip_of(record)
+    pixels = torch.stack([transform(frame) for frame in frames])
+    return ClipSample(pixels, caption, clip_id(record.medium_key or record.key))
 
 
 @dataclass(frozen=True)

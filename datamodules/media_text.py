@@ -41,6 +41,17 @@ class MediaTextRecord:
     medium_key: str = ""
 
 
+def clip_of(record: MediaTextRecord) -> tuple[Medium, str]:
+    """A one-clip record's frames and caption; a record of anything else is refused."""
+    segments = record.segments
+    if record.interleaved or len(segments) != 2 or not isinstance(segments[1], str):
+        raise ValueError(
+            f"{record.key}: not a clip (one medium and its caption); documents train only "
+            "language-model objectives"
+        )
+    return segments[0], segments[1]
+
+
 class MediaTextSource(Dataset):
     """Base of the sources that yield :class:`MediaTextRecord` (the data module routes on it)."""
 

@@ -20,7 +20,7 @@ from PIL import Image
 
 from vlp.datamodules.formats.clip_shards import WebDatasetClips
 from vlp.datamodules.formats.clips import ClipManifest
-from vlp.datamodules.media_text import MediaTextRecord
+from vlp.datamodules.media_text import MediaTextRecord, clip_of
 
 VIDEO_CODECS = {  # codec: (file suffix, pixel format)
     "ffv1": ("mkv", "bgr0"),  # lossless
@@ -70,7 +70,7 @@ def write_clips(
     _check_codec(codec)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    clips = _clips(records)
+    clips = map(clip_of, records)
     if fmt == "jsonl":
         return _write_manifest(clips, out, codec, fps, shard_size)
     return _write_shards(clips, out, codec, fps, shard_size)
@@ -85,14 +85,6 @@ def open_written_clips(
     if fmt == "webdataset":
         return WebDatasetClips(str(path), **kwargs)
     raise ValueError(f"unknown clip format {fmt!r}; choose from {CLIP_FORMATS}")
-
-
-def _clips(records: Iterable[MediaTextRecord]) -> Iterator[tuple[Sequence[Image.Image], str]]:
-    for record in records:
-        segments = record.segments
-        if record.interleaved or len(segments) != 2 or not isinstance(segments[1], str):
-            raise ValueError(f"{record.key}: a clip record is one medium and its caption")
-        yield segments[0], segments[1]
 
 
 def _write_manifest(

@@ -125,7 +125,7 @@ def test_bad_clips_are_counted_and_documents_or_a_model_without_a_use_for_clips_
     with pytest.raises(ValueError, match="embedding"):
         data2vec.evaluator.add(next(iter(data.val_dataloader())))
     document = SyntheticDocuments("val", 1, image_size=32)[0]
-    with pytest.raises(ValueError, match="documents only train"):
+    with pytest.raises(ValueError, match="not a clip"):
         to_clip_sample(document, transform=lambda image: image)
 
 

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from vlp.datamodules.media_text import Medium
+from vlp.datamodules.media_text import Medium, clip_of
 from vlp.datamodules.samples import question_pairs
 from vlp.distributed import gather_objects, world
 from vlp.encoders import VisionEncoder
@@ -292,9 +292,8 @@ class FewShotEvaluation:
     def _clip_support_set(self) -> Support:
         if self._clip_support is None:
             records = support_clips(self.datamodule(), self.config.support_size, self.config.seed)
-            clips = [r for r in records if not r.interleaved and len(r.segments) == 2]
-            media = [clip.segments[0] for clip in clips]
-            captions = [str(clip.segments[1]) for clip in clips]
+            clips = [clip_of(record) for record in records]
+            media, captions = [m for m, _ in clips], [c for _, c in clips]
             self._clip_support = self._encode_support(media, captions, [[] for _ in clips])
         return self._clip_support
 
