@@ -18,7 +18,7 @@ from jsonargparse import auto_cli
 from rich.progress import track
 from torch.utils.data import Dataset
 
-from vlp.datamodules.formats.clip_writers import CLIP_FORMATS, VIDEO_CODECS, write_clips
+from vlp.datamodules.formats.clip_writers import CLIP_FORMATS, write_clips
 from vlp.datamodules.formats.document_writers import DOCUMENT_FORMATS, write_documents
 from vlp.datamodules.formats.writers import FORMATS, write_records
 from vlp.datamodules.synthetic import CLASS_NAMES, PROMPT_TEMPLATES, SyntheticScenes
@@ -64,8 +64,6 @@ def write_synthetic(
         raise ValueError(f"--media {media!r}: choose one of {', '.join(MEDIA)}")
     if format not in MEDIA[media]:
         raise ValueError(f"--format {format!r}: {media} are written as {', '.join(MEDIA[media])}")
-    if media == "clips" and codec not in VIDEO_CODECS:
-        raise ValueError(f"--codec {codec!r}: choose one of {', '.join(VIDEO_CODECS)}")
     written = {}
     for split, count in (("train", train), ("val", val), ("test", test)):
         if media == "scenes":
