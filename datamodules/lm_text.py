@@ -85,15 +85,16 @@ class LMTokenize:
         the EOS of such LMs) on rows cut at ``max_length``: the text goes on there, so
         ending it is no target. An EOS written into the text is cut off with it instead."""
         _, appended = special_tokens(self.tokenizer)
-        if not appended:
-            return labels
-        lengths = torch.tensor(
-            [len(ids) for ids in self.tokenizer(texts, verbose=False)["input_ids"]]
-        )
         ends = mask.sum(dim=1, keepdim=True)
+        full = (ends[:, 0] == max_length).nonzero()[:, 0].tolist()  # only these can be cut
+        if not appended or not full:
+            return labels
+        untruncated = self.tokenizer([texts[i] for i in full], verbose=False)["input_ids"]
+        cut = torch.zeros(len(texts), dtype=torch.bool)
+        cut[full] = torch.tensor([len(ids) > max_length for ids in untruncated])
         positions = torch.arange(labels.shape[1])
         is_appended = (positions >= ends - len(appended)) & (positions < ends)
-        return labels.masked_fill(is_appended & (lengths > max_length)[:, None], IGNORE)
+        return labels.masked_fill(is_appended & cut[:, None], IGNORE)
 
     def captions(self, captions: Sequence[str]) -> dict[str, Tensor]:
         """Each caption after its one medium: ``<image>caption<|endofchunk|><eos>``."""

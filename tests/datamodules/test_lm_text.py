@@ -84,6 +84,9 @@ def test_text_cut_at_the_length_limit_does_not_learn_the_end_token_after_the_cut
         ("[SEP]", False),  # appended after the cut: the caption does not end here
     ]
     assert targets(tokenize, fields, 0)[5] == ("[SEP]", True)  # a whole caption's end is
+    exact = tokenize.captions(["a blue square left"])  # fills max_length without a cut
+    assert exact["lm_ids"].shape[1] == 8
+    assert targets(tokenize, exact, 0)[-1] == ("[SEP]", True)
     document = tokenize([[None, "red " * 40]], True)
     assert document["lm_ids"].shape[1] == 32
     assert targets(tokenize, document, 0)[-2:] == [("red", True), ("[SEP]", False)]
